@@ -1,0 +1,1 @@
+"""Active distill paradigm (built in a later issue)."""

@@ -1,0 +1,1 @@
+"""Active icl paradigm (built in a later issue)."""

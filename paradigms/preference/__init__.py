@@ -1,0 +1,1 @@
+"""Active preference paradigm (built in a later issue)."""

@@ -1,0 +1,1 @@
+"""Active sft paradigm (built in a later issue)."""
