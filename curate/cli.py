@@ -1,0 +1,190 @@
+"""The ``curate`` command line. Only this module configures logging handlers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from curate.errors import CurateError
+
+__all__ = ["main"]
+
+logger = logging.getLogger("curate")
+
+
+def _columns(pairs: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        role, sep, name = pair.partition("=")
+        if not sep or not role or not name:
+            raise CurateError(f"--column takes ROLE=COLUMN (e.g. text=sentence); got '{pair}'.")
+        out[role] = name
+    return out
+
+
+def _add_pool_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pool", help="JSONL/JSON/CSV/TSV/Parquet file, saved datasets folder, or hub dataset name")
+    p.add_argument("--column", action="append", default=[], metavar="ROLE=COLUMN",
+                   help="map a role (text, label, prompt, response, chosen, rejected) to a column; repeatable")
+    p.add_argument("--split", default="train", help="split of a hub dataset or saved DatasetDict (default: train)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="curate", description="Active learning for LLM training data.")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars, warnings only")
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="select a batch from the shipped sample pool with the embedded models")
+    demo.add_argument("--budget", type=int, default=8, help="how many reviews to select (default: 8)")
+    demo.add_argument("--lm", default=None, help="LM id or path (default: embedded SmolLM2-135M-Instruct)")
+    demo.add_argument("--embedder", default=None, help="embedder id or path (default: embedded all-MiniLM-L6-v2)")
+    demo.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
+
+    sub.add_parser("env", help="versions, embedded models and optional parts present")
+
+    index = sub.add_parser("index", help="build or query an embedding index")
+    isub = index.add_subparsers(dest="index_command", required=True, metavar="ACTION")
+    build = isub.add_parser("build", help="embed a pool and save a FAISS index")
+    _add_pool_args(build)
+    build.add_argument("--out", required=True, help="folder to write the index into")
+    build.add_argument("--embedder", default=None, help="embedder id or path (default: all-MiniLM-L6-v2)")
+    build.add_argument("--kind", default="auto", help="auto, flat, hnsw, ivf, or a FAISS factory string")
+    query = isub.add_parser("query", help="nearest pool items to a text")
+    query.add_argument("index", help="folder written by 'curate index build'")
+    query.add_argument("--text", required=True, action="append", help="query text; repeatable")
+    query.add_argument("-k", type=int, default=5, help="neighbours per query (default: 5)")
+    query.add_argument("--embedder", default=None, help="defaults to the model the index was built with")
+
+    score = sub.add_parser("score", help="score a pool with the LM into a new column")
+    _add_pool_args(score)
+    score.add_argument("--kind", choices=["perplexity", "options"], required=True,
+                       help="perplexity of each text, or log-probs of --options after a --template prompt")
+    score.add_argument("--options", default=None, help="comma-separated options, e.g. positive,negative")
+    score.add_argument("--template", default=None,
+                       help="prompt with {text} (and other {column}s), e.g. 'Review: {text}\\nSentiment:'")
+    score.add_argument("--chat", action="store_true", help="wrap the template as a user message in the chat template")
+    score.add_argument("--lm", default=None, help="LM id or path (default: embedded SmolLM2-135M-Instruct)")
+    score.add_argument("--backend", default="hf", choices=["hf", "vllm", "openai"], help="LM backend (default: hf)")
+    score.add_argument("--base-url", default=None, help="server URL for --backend openai")
+    score.add_argument("--device", default="auto")
+    score.add_argument("--out", required=True, help="output .jsonl, .parquet, or folder")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from curate.progress import set_quiet
+
+    set_quiet(args.quiet)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "urllib3", "filelock", "sentence_transformers", "transformers", "faiss"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    if args.quiet:
+        _silence_hf()
+    try:
+        handler = {"demo": _demo, "env": _env, "index": _index, "score": _score}[args.command]
+        return handler(args)
+    except CurateError as err:
+        print(f"curate: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _silence_hf() -> None:
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+def _demo(args) -> int:
+    from curate.demo import format_table, run_demo
+
+    result = run_demo(budget=args.budget, lm=args.lm, embedder=args.embedder, device=args.device)
+    print(f"Selected {len(result.ids)} of 64 reviews to label first (least LM margin x density on the index):\n")
+    print(format_table(result))
+    print(f"\n'mixed' reviews: {result.mixed_share_pool:.0%} of the pool, {result.mixed_share_batch:.0%} of the batch.")
+    print("Timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
+    return 0
+
+
+def _env(args) -> int:
+    from curate.env import environment_report
+
+    report = environment_report()
+    width = max(len(k) for k in report)
+    for key, value in report.items():
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def _index(args) -> int:
+    from curate.embed import load_embedder
+    from curate.index import EmbeddingIndex
+    from curate.models import DEFAULT_EMBEDDER
+    from curate.pool import load_pool
+
+    if args.index_command == "build":
+        pool = load_pool(args.pool, columns=_columns(args.column), split=args.split)
+        embedder = load_embedder(args.embedder or DEFAULT_EMBEDDER)
+        index = EmbeddingIndex.from_pool(pool, embedder, kind=args.kind)
+        index.save(args.out)
+        print(f"Indexed {len(index)} items from {pool.source} ({index.factory_}, dim {index.dim}, "
+              f"{embedder.name}) into {args.out}")
+        return 0
+    index = EmbeddingIndex.load(args.index)
+    model = args.embedder or index.model.split("|", 1)[0]
+    embedder = load_embedder(model)
+    scores, ids = index.search(embedder.encode(args.text), args.k)
+    for text, row_s, row_i in zip(args.text, scores, ids, strict=True):
+        print(json.dumps({"query": text, "ids": row_i.tolist(), "scores": [round(float(s), 4) for s in row_s]}))
+    return 0
+
+
+def _score(args) -> int:
+    import numpy as np
+
+    from curate.backends import load_backend
+    from curate.errors import ConfigError
+    from curate.export import save_dataset
+    from curate.models import DEFAULT_LM
+    from curate.pool import load_pool
+
+    pool = load_pool(args.pool, columns=_columns(args.column), split=args.split)
+    kwargs = {"device": args.device} if args.backend in ("hf", "vllm") else {}
+    if args.base_url:
+        kwargs["base_url"] = args.base_url
+    backend = load_backend(args.backend, args.lm or DEFAULT_LM, **kwargs)
+    texts = pool.texts()
+    if args.kind == "perplexity":
+        values = backend.perplexity(texts)
+        dataset = pool.dataset.add_column("perplexity", values.tolist())
+    else:
+        if not args.options or not args.template:
+            raise ConfigError("--kind options needs --options (e.g. positive,negative) and --template (with {text}).")
+        options = [o.strip() for o in args.options.split(",")]
+        rows = pool.dataset
+        try:
+            prompts = [args.template.format(**{"text": t, **row}) for t, row in zip(texts, rows, strict=True)]
+        except KeyError as err:
+            raise ConfigError(f"--template names {{{err.args[0]}}}, which is not a column. "
+                              f"Columns: {', '.join(pool.columns)}.") from None
+        if args.chat:
+            prompts = [backend.chat_prompt([{"role": "user", "content": p}]) for p in prompts]
+        logp = backend.option_logprobs(prompts, options)
+        probs = np.exp(logp)
+        dataset = pool.dataset.add_column("option_logprobs", logp.tolist())
+        dataset = dataset.add_column("prediction", [options[i] for i in probs.argmax(1)])
+        dataset = dataset.add_column("confidence", probs.max(1).tolist())
+    save_dataset(dataset, args.out)
+    print(f"Scored {len(pool)} rows ({args.kind}) into {args.out}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""VLLMBackend without vLLM: the missing-dependency error, and the parsing logic against a small fake ``vllm``
+module put into ``sys.modules``. The fake mirrors vLLM's output shapes: ``prompt_logprobs`` is a list per
+prompt position (``None`` first) of ``{token_id: Logprob}``, and each ``CompletionOutput.logprobs`` a list
+per generated token of the same dicts. Each dict also holds a likelier decoy token, as vLLM's top-k does.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import types
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+
+from curate.backends.base import LMBackend
+from curate.backends.vllm import VLLMBackend
+from curate.errors import BackendError, MissingDependencyError
+
+DECOY_ID = 999_999
+
+
+@dataclass
+class Logprob:
+    logprob: float
+    rank: int | None = None
+    decoded_token: str | None = None
+
+
+@dataclass
+class CompletionOutput:
+    index: int
+    text: str
+    token_ids: list[int]
+    cumulative_logprob: float | None
+    logprobs: list[dict[int, Logprob]] | None
+    finish_reason: str | None = None
+
+
+@dataclass
+class RequestOutput:
+    prompt_token_ids: list[int]
+    prompt_logprobs: list[dict[int, Logprob] | None] | None
+    outputs: list[CompletionOutput]
+
+
+class SamplingParams:
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+
+
+class WordTokenizer:
+    """Word-level, optionally with a BOS token; ids are handed out as words are first seen."""
+
+    def __init__(self, bos: bool) -> None:
+        self.bos = bos
+        self.ids: dict[str, int] = {"<s>": 0}
+
+    def encode(self, text: str) -> list[int]:
+        words = re.findall(r"\s*\S+|\s+", text)
+        return ([0] if self.bos else []) + [self.ids.setdefault(w, len(self.ids)) for w in words]
+
+    def decode(self, ids: list[int]) -> str:
+        words = {i: w for w, i in self.ids.items()}
+        return "".join(words[i] for i in ids)
+
+    def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+        assert tokenize is False
+        return "|".join(m["content"] for m in messages) + ("|>" if add_generation_prompt else "")
+
+
+class LLM:
+    built: list[LLM] = []
+
+    def __init__(self, model: str, seed: int = 0, bos: bool = False, **kwargs: Any) -> None:
+        self.model, self.seed, self.kwargs = model, seed, kwargs
+        self.tokenizer = WordTokenizer(bos)
+        self.calls: list[tuple[list, SamplingParams]] = []
+        LLM.built.append(self)
+
+    def get_tokenizer(self) -> WordTokenizer:
+        return self.tokenizer
+
+    def generate(self, prompts: list, params: SamplingParams, use_tqdm: bool = True) -> list[RequestOutput]:
+        assert use_tqdm is False
+        self.calls.append((prompts, params))
+        return [self._answer(p, params.kwargs) for p in prompts]
+
+    def _answer(self, prompt: Any, params: dict) -> RequestOutput:
+        ids = prompt["prompt_token_ids"] if isinstance(prompt, dict) else self.tokenizer.encode(prompt)
+        prompt_logprobs = None
+        if params.get("prompt_logprobs") is not None:
+            prompt_logprobs = [None] + [self._step(t, decoded=True) for t in ids[1:]]
+        outputs = []
+        for j in reversed(range(params.get("n", 1))):  # out of order on purpose: 'index' is the truth
+            words = [f" w{j}", " end"][: params["max_tokens"]]
+            token_ids = [self.tokenizer.ids.setdefault(w, len(self.tokenizer.ids)) for w in words]
+            steps = (
+                [self._step(t, decoded=False) for t in token_ids]
+                if params.get("logprobs") is not None
+                else None
+            )
+            finish = "length" if params["max_tokens"] <= 2 else "stop"
+            outputs.append(CompletionOutput(j, "".join(words), token_ids, None, steps, finish))
+        return RequestOutput(list(ids), prompt_logprobs, outputs)
+
+    def _step(self, token_id: int, decoded: bool) -> dict[int, Logprob]:
+        word = self.tokenizer.decode([token_id])
+        return {
+            DECOY_ID: Logprob(-0.01, rank=1, decoded_token="decoy"),
+            token_id: Logprob(-float(len(word)), rank=2, decoded_token=word if decoded else None),
+        }
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    module = types.ModuleType("vllm")
+    module.LLM, module.SamplingParams = LLM, SamplingParams
+    monkeypatch.setitem(sys.modules, "vllm", module)
+    LLM.built.clear()
+    return module
+
+
+def test_missing_vllm_names_the_extra_on_first_use(monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` fail even where it is installed
+    backend = VLLMBackend("some/model")  # constructing must not import vllm
+    with pytest.raises(MissingDependencyError, match=r"pip install 'curate\[vllm\]'") as info:
+        backend.generate(["a"])
+    assert isinstance(info.value, ImportError)
+
+
+def test_importing_the_module_does_not_import_vllm():
+    code = "import sys, curate.backends.vllm; sys.exit('vllm' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_engine_is_built_once_with_seed_and_engine_kwargs(fake_vllm):
+    backend = VLLMBackend("tiny", seed=7, engine_kwargs={"bos": True, "dtype": "float16"})
+    assert LLM.built == []
+    backend.generate(["a"])
+    backend.completion_logprobs(["a"], [" b"])
+    [llm] = LLM.built
+    assert (llm.model, llm.seed, llm.kwargs) == ("tiny", 7, {"dtype": "float16"})
+    assert isinstance(backend, LMBackend)
+
+
+@pytest.mark.parametrize("bos", [False, True])
+def test_completion_logprobs_keep_positions_after_the_prompt(fake_vllm, bos):
+    backend = VLLMBackend("tiny", engine_kwargs={"bos": bos})
+    runs = backend.completion_logprobs(["Hello", "Hi"], [" big world", ""])
+    assert runs[0].tokens == (" big", " world")
+    assert runs[0].logprobs.dtype == np.float64
+    np.testing.assert_array_equal(runs[0].logprobs, [-4.0, -6.0])
+    assert runs[1].tokens == ()
+    [llm] = LLM.built
+    [(prompts, params)] = llm.calls
+    assert prompts[0] == {"prompt_token_ids": llm.tokenizer.encode("Hello big world")}
+    assert params.kwargs == {"max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 1}
+
+
+def test_empty_prompt_without_bos_drops_the_unscored_first_token(fake_vllm):
+    backend = VLLMBackend("tiny")
+    [run] = backend.sequence_logprobs(["Hello big world"])
+    assert run.tokens == (" big", " world")
+
+
+def test_empty_prompt_with_bos_scores_every_text_token(fake_vllm):
+    backend = VLLMBackend("tiny", engine_kwargs={"bos": True})
+    [run] = backend.sequence_logprobs(["Hello big world"])
+    assert run.tokens == ("Hello", " big", " world")
+    np.testing.assert_array_equal(run.logprobs, [-5.0, -4.0, -6.0])
+
+
+def test_an_empty_text_is_not_sent(fake_vllm):
+    backend = VLLMBackend("tiny")
+    [run] = backend.completion_logprobs([""], [""])
+    assert run.tokens == () and LLM.built[0].calls == []
+
+
+def test_generate_groups_samples_by_index_and_decodes_tokens(fake_vllm):
+    backend = VLLMBackend("tiny")
+    samples = backend.generate(["a", "b"], n=3, max_new_tokens=2, temperature=0.5, top_p=0.9, seed=3)
+    assert [[g.text for g in row] for row in samples] == [[" w0 end", " w1 end", " w2 end"]] * 2
+    sample = samples[1][2]
+    assert sample.logprobs.tokens == (" w2", " end")
+    np.testing.assert_array_equal(sample.logprobs.logprobs, [-3.0, -4.0])
+    assert sample.finish_reason == "length"
+    [(prompts, params)] = LLM.built[0].calls
+    assert prompts == ["a", "b"]
+    assert params.kwargs == {
+        "n": 3,
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "seed": 3,
+        "max_tokens": 2,
+        "logprobs": 1,
+    }
+
+
+def test_usage_counts_prompt_and_generated_tokens(fake_vllm):
+    backend = VLLMBackend("tiny")
+    backend.completion_logprobs(["Hello"], [" big world"])
+    backend.generate(["one two"], n=2, max_new_tokens=1)
+    assert backend.usage.input_tokens == 3 + 2
+    assert backend.usage.output_tokens == 1 + 2
+    assert backend.usage.by_kind == {"logprobs": 1, "generate": 1}
+
+
+def test_chat_prompt_uses_the_model_template(fake_vllm):
+    backend = VLLMBackend("tiny")
+    messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+    assert backend.chat_prompt(messages) == "a|b|>"
+    assert backend.chat_prompt(messages, add_generation_prompt=False) == "a|b"
+
+
+def test_missing_prompt_logprobs_raise_a_backend_error(fake_vllm, monkeypatch):
+    backend = VLLMBackend("tiny")
+    monkeypatch.setattr(LLM, "_answer", lambda self, prompt, params: RequestOutput([1, 2], None, []))
+    with pytest.raises(BackendError, match="prompt_logprobs for None positions; expected 2"):
+        backend.completion_logprobs(["a"], [" b"])
