@@ -275,12 +275,15 @@ def _from_records(records: list, where: str, numbered: bool = False):
 
     if not numbered:
         records = [(i + 1, r) for i, r in enumerate(records)]
-    where_row = "line" if numbered else "row"
+
+    def at(n: int) -> str:
+        return f"{where}:{n}" if numbered else f"{where}: row {n}"
+
     if not records:
         raise DataError(f"{where}: the pool is empty (no rows).")
     for n, record in records:
         if not isinstance(record, dict):
-            raise DataError(f"{where}: {where_row} {n}: expected an object, got {type(record).__name__}.")
+            raise DataError(f"{at(n)}: expected an object, got {type(record).__name__}.")
     fields = list(records[0][1])
     kinds: dict[str, tuple[type, int]] = {}
     for n, record in records:
@@ -288,7 +291,7 @@ def _from_records(records: list, where: str, numbered: bool = False):
             missing = sorted(set(fields) - set(record))
             extra = sorted(set(record) - set(fields))
             raise DataError(
-                f"{where}: {where_row} {n}: fields differ from the first row "
+                f"{at(n)}: fields differ from the first row "
                 f"(missing {missing}, unexpected {extra})."
             )
         for key, value in record.items():
@@ -298,8 +301,8 @@ def _from_records(records: list, where: str, numbered: bool = False):
             seen = kinds.setdefault(key, (kind, n))
             if seen[0] is not kind:
                 raise DataError(
-                    f"{where}: {where_row} {n}: field '{key}' is {type(value).__name__}, but it was "
-                    f"{seen[0].__name__} on {where_row} {seen[1]}."
+                    f"{at(n)}: field '{key}' is {type(value).__name__}, but it was "
+                    f"{seen[0].__name__} at {at(seen[1])}."
                 )
     rows = {key: [r[key] for _, r in records] for key in fields}
     dataset = datasets.Dataset.from_dict(rows)

@@ -1,0 +1,83 @@
+"""Shared fixtures: offline, quiet, tiny models built from configs in code, real data when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("CURATE_QUIET", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+_CORPUS = [
+    "the film was wonderful and moving", "the food was cold and the service rude",
+    "a great phone with a long battery life", "terrible plot and a boring ending",
+    "positive negative neutral yes no maybe", "what is the capital of france? paris.",
+    "the cat sat on the mat", "numbers 0 1 2 3 4 5 6 7 8 9",
+] * 20
+
+
+def build_tiny_tokenizer():
+    """A byte-level BPE tokenizer trained in code on a few sentences (no hub)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(_CORPUS, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   bos_token="<|endoftext|>")
+    fast.chat_template = CHATML
+    return fast
+
+
+def build_tiny_model(vocab_size: int, seed: int = 0):
+    """A 2-layer Llama of real shape conventions, tiny sizes, random weights."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         tie_word_embeddings=True, bos_token_id=0, eos_token_id=2, pad_token_id=0)
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory) -> Path:
+    """A tiny causal LM and its tokenizer saved to a folder, loadable by id-or-path like any model."""
+    folder = tmp_path_factory.mktemp("tiny-lm")
+    tokenizer = build_tiny_tokenizer()
+    model = build_tiny_model(len(tokenizer))
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def tiny_backend(tiny_lm_dir):
+    from curate.backends.hf import TransformersBackend
+
+    return TransformersBackend(str(tiny_lm_dir), device="cpu", max_batch_size=3, max_batch_tokens=64)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real datasets not found at {SHARED_DATA} (../shared/data beside the repo)")
+    return SHARED_DATA
