@@ -168,9 +168,11 @@ def _score(args) -> int:
         if not args.options or not args.template:
             raise ConfigError("--kind options needs --options (e.g. positive,negative) and --template (with {text}).")
         options = [o.strip() for o in args.options.split(",")]
+        # Shells pass "\n" literally; a template is easier to write with escapes read as such.
+        template = args.template.replace("\\n", "\n").replace("\\t", "\t")
         rows = pool.dataset
         try:
-            prompts = [args.template.format(**{"text": t, **row}) for t, row in zip(texts, rows, strict=True)]
+            prompts = [template.format(**{"text": t, **row}) for t, row in zip(texts, rows, strict=True)]
         except KeyError as err:
             raise ConfigError(f"--template names {{{err.args[0]}}}, which is not a column. "
                               f"Columns: {', '.join(pool.columns)}.") from None

@@ -1,0 +1,82 @@
+"""The command line: help, each subcommand end to end, and clear errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from curate.cli import build_parser, main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "curate.cli", "--quiet", *args], capture_output=True, text=True)
+
+
+def test_help_lists_every_subcommand():
+    text = build_parser().format_help()
+    for name in ("demo", "env", "index", "score"):
+        assert name in text
+    for argv in (["index", "build", "--help"], ["index", "query", "--help"], ["score", "--help"], ["demo", "--help"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 0
+
+
+def test_env_reports_versions(capsys):
+    assert main(["--quiet", "env"]) == 0
+    out = capsys.readouterr().out
+    assert "transformers" in out and "faiss-cpu" in out and "vllm extra" in out
+
+
+def test_score_perplexity_and_options_with_a_local_model(tiny_lm_dir, tmp_path):
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps({"sentence": s}) + "\n" for s in ["the film was wonderful", "the cat sat"]))
+    out = tmp_path / "ppl.jsonl"
+    proc = run_cli("score", str(pool), "--kind", "perplexity", "--lm", str(tiny_lm_dir), "--device", "cpu", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 2 and all(r["perplexity"] > 1 for r in rows) and rows[0]["text"] == "the film was wonderful"
+    out2 = tmp_path / "opt.jsonl"
+    proc = run_cli("score", str(pool), "--kind", "options", "--options", "yes,no", "--template", "{text}. good?",
+                   "--chat", "--lm", str(tiny_lm_dir), "--device", "cpu", "--out", str(out2))
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads(out2.read_text().splitlines()[0])
+    assert row["prediction"] in ("yes", "no") and 0.5 <= row["confidence"] <= 1
+
+
+def test_bad_input_exits_2_with_a_message(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok"}\n{oops}\n')
+    proc = run_cli("score", str(bad), "--kind", "perplexity", "--out", str(tmp_path / "o.jsonl"))
+    assert proc.returncode == 2
+    assert "bad.jsonl:2: malformed JSON" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("score", str(bad), "--kind", "options", "--column", "txt", "--out", str(tmp_path / "o.jsonl"))
+    assert proc.returncode == 2 and "ROLE=COLUMN" in proc.stderr
+
+
+@pytest.mark.real
+def test_index_build_and_query(tmp_path, monkeypatch):
+    monkeypatch.setenv("CURATE_CACHE", str(tmp_path / "cache"))
+    pool = tmp_path / "pool.csv"
+    pool.write_text("body,label\ncats purr on the sofa,a\nthe stock market fell,b\nkittens meow softly,a\n")
+    proc = run_cli("index", "build", str(pool), "--column", "text=body", "--out", str(tmp_path / "idx"))
+    assert proc.returncode == 0, proc.stderr
+    assert "Indexed 3 items" in proc.stdout
+    proc = run_cli("index", "query", str(tmp_path / "idx"), "--text", "a purring cat", "-k", "2")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["ids"][0] in (0, 2) and result["ids"][1] in (0, 2)
+
+
+@pytest.mark.real
+def test_demo_selects_a_batch(capsys):
+    assert main(["--quiet", "demo", "--budget", "5", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "Selected 5 of 64" in out
+    table = [line.split() for line in out.splitlines() if line[:2].strip().isdigit()]
+    assert len(table) == 5 and len({row[1] for row in table}) == 5  # five distinct reviews
+    scores = [float(row[5]) for row in table]
+    assert scores == sorted(scores, reverse=True)  # best first
