@@ -104,6 +104,27 @@ def timed(fn: Callable[[], object]) -> tuple[object, float]:
     return out, time.perf_counter() - start
 
 
+def _busy_cpu_s() -> float:
+    """CPU seconds the whole machine has spent busy (all processes, including ones since exited)."""
+    try:
+        vals = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return float("nan")
+    return (sum(vals) - vals[3] - vals[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
+
+
+def measure(fn: Callable[[], object]) -> tuple[object, float, float]:
+    """Run ``fn`` once: (result, wall seconds, share of the machine's CPUs used by *other* processes).
+
+    The machine is shared; a competing process slows a run by 2-9x, so each timed run says how busy
+    the rest of the machine was while it ran.
+    """
+    busy0, own0 = _busy_cpu_s(), sum(os.times()[:2])
+    out, dt = timed(fn)
+    others = (_busy_cpu_s() - busy0) - (sum(os.times()[:2]) - own0)
+    return out, dt, max(0.0, others) / (dt * (os.cpu_count() or 1))
+
+
 def versions() -> dict[str, str]:
     import faiss
     import sentence_transformers
@@ -183,7 +204,7 @@ def bench_embed(quick: bool) -> dict:
     from curate.models import DEFAULT_EMBEDDER, resolve_embedder
 
     n_texts = 500 if quick else 2000
-    reps = 2 if quick else 3
+    reps = 3 if quick else 5
     batch_size = 64
     all_texts = read_sst2(n_texts + 128)
     texts, warm_texts = all_texts[:n_texts], all_texts[n_texts:]
@@ -203,7 +224,7 @@ def bench_embed(quick: bool) -> dict:
     base.encode(warm_texts)
 
     tmp = tempfile.TemporaryDirectory(prefix="bench_embed_", dir="/tmp")
-    plain_times, curate_times = [], []
+    plain_times, curate_times, contention = [], [], []
     plain_vecs = curate_vecs = None
     cached = None
     for rep in range(reps):
@@ -211,15 +232,17 @@ def bench_embed(quick: bool) -> dict:
         order = ("plain", "curate") if rep % 2 == 0 else ("curate", "plain")
         for side in order:
             if side == "plain":
-                plain_vecs, dt = timed(run_plain)
+                plain_vecs, dt, busy = measure(run_plain)
                 plain_times.append(dt)
             else:
                 cached = CachedEmbedder(base, EmbeddingCache(Path(tmp.name) / f"cold_{rep}.sqlite"))
-                curate_vecs, dt = timed(lambda: cached.encode(texts))  # noqa: B023 - called at once
+                curate_vecs, dt, busy = measure(lambda: cached.encode(texts))  # noqa: B023 - called at once
                 curate_times.append(dt)
                 if cached.last_hits != 0:
                     raise RuntimeError(f"cold cache had {cached.last_hits} hits")
-            log(f"[embed] rep {rep} {side:>6}: {dt:7.3f} s  ({len(texts) / dt:7.1f} texts/s)  load {loadavg()}")
+            contention.append({"rep": rep, "side": side, "s": dt, "others_cpu_share": busy})
+            log(f"[embed] rep {rep} {side:>6}: {dt:7.3f} s  ({len(texts) / dt:7.1f} texts/s)  "
+                f"other processes {busy:4.0%} of CPUs, load {loadavg()}")
 
     # Warm cache: the same CachedEmbedder (its cache now holds every text).
     warm_times, warm_vecs = [], None
@@ -251,7 +274,7 @@ def bench_embed(quick: bool) -> dict:
         "cold_ratio_best": plain_best / curate_best, "cold_ratio_median": plain_med / curate_med,
         "cached_speedup_best": curate_best / warm_best,
         "cached_speedup_median": curate_med / statistics.median(warm_times),
-        "cached_hits": hits, "max_abs_diff_cold": diff_cold, "max_abs_diff_cached": diff_warm,
+        "runs": contention, "cached_hits": hits, "max_abs_diff_cold": diff_cold, "max_abs_diff_cached": diff_warm,
         "overhead_ms": {"sha256": t_hash * 1e3, "miss_lookup": t_get * 1e3, "sqlite_put": t_put * 1e3},
     }
     log(f"[embed] plain {res['plain_texts_per_s_best']:.1f} texts/s, curate cold {res['curate_cold_texts_per_s_best']:.1f} "
@@ -356,18 +379,20 @@ def bench_score(quick: bool) -> dict:
     naive_sequence_logprobs(model, tok, pool[:4], batch_size, prefix)
     backend.sequence_logprobs(pool[:4])
 
-    naive_times, curate_times = [], []
+    naive_times, curate_times, seq_runs = [], [], []
     naive_out = curate_out = None
     for rep in range(reps):
         order = ("naive", "curate") if rep % 2 == 0 else ("curate", "naive")
         for side in order:
             if side == "naive":
-                naive_out, dt = timed(lambda: naive_sequence_logprobs(model, tok, pool, batch_size, prefix))
+                naive_out, dt, busy = measure(lambda: naive_sequence_logprobs(model, tok, pool, batch_size, prefix))
                 naive_times.append(dt)
             else:
-                curate_out, dt = timed(lambda: backend.sequence_logprobs(pool))
+                curate_out, dt, busy = measure(lambda: backend.sequence_logprobs(pool))
                 curate_times.append(dt)
-            log(f"[score] seq rep {rep} {side:>6}: {dt:7.2f} s  ({real_tokens / dt:7.1f} tokens/s)  load {loadavg()}")
+            seq_runs.append({"rep": rep, "side": side, "s": dt, "others_cpu_share": busy})
+            log(f"[score] seq rep {rep} {side:>6}: {dt:7.2f} s  ({real_tokens / dt:7.1f} tokens/s)  "
+                f"other processes {busy:4.0%} of CPUs, load {loadavg()}")
     n_scored = [len(r.logprobs) for r in curate_out]
     if n_scored != [len(a) for a in naive_out]:
         raise RuntimeError("curate and naive scored different numbers of tokens")
@@ -377,7 +402,7 @@ def bench_score(quick: bool) -> dict:
         "n_texts": len(pool), "n_short_sst2": len(short), "n_long_gsm8k": len(long), "real_tokens": real_tokens,
         "scored_tokens": int(sum(n_scored)), "batch_size": batch_size, "max_batch_tokens": backend.max_batch_tokens,
         "naive_padded_tokens": naive_padded, "bucketed_padded_tokens": bucket_padded, "reps": reps,
-        "naive_times_s": naive_times, "curate_times_s": curate_times,
+        "naive_times_s": naive_times, "curate_times_s": curate_times, "runs": seq_runs,
         "naive_tokens_per_s_best": real_tokens / naive_best, "curate_tokens_per_s_best": real_tokens / curate_best,
         "ratio_best": naive_best / curate_best,
         "ratio_median": statistics.median(naive_times) / statistics.median(curate_times),
@@ -407,27 +432,28 @@ def bench_score(quick: bool) -> dict:
 
     naive_option_logprobs(model, tok, prompts[:4], option_ids, batch_size, prefix)
     backend.option_logprobs(prompts[:4], options, normalize=False)
-    o_naive_times, o_curate_times = [], []
+    o_naive_times, o_curate_times, opt_runs = [], [], []
     o_naive = o_curate = None
     for rep in range(reps):
         order = ("naive", "curate") if rep % 2 == 0 else ("curate", "naive")
         for side in order:
             if side == "naive":
-                o_naive, dt = timed(lambda: naive_option_logprobs(model, tok, prompts, option_ids, batch_size, prefix))
+                o_naive, dt, busy = measure(lambda: naive_option_logprobs(model, tok, prompts, option_ids, batch_size, prefix))
                 o_naive_times.append(dt)
             else:
                 # normalize=False: compare raw full-vocabulary log-probs (the stricter check); renormalising
                 # two numbers per prompt costs nothing either way.
-                o_curate, dt = timed(lambda: backend.option_logprobs(prompts, options, normalize=False))
+                o_curate, dt, busy = measure(lambda: backend.option_logprobs(prompts, options, normalize=False))
                 o_curate_times.append(dt)
             log(f"[score] opt rep {rep} {side:>6}: {dt:7.2f} s  ({n_prompts / dt:6.2f} prompts/s, "
-                f"{p_tokens / dt:7.1f} tokens/s)  load {loadavg()}")
+                f"{p_tokens / dt:7.1f} tokens/s)  other processes {busy:4.0%} of CPUs, load {loadavg()}")
+            opt_runs.append({"rep": rep, "side": side, "s": dt, "others_cpu_share": busy})
     opt_diff = float(np.abs(o_curate - o_naive).max())
     agree = float((o_curate.argmax(1) == o_naive.argmax(1)).mean())
     on_best, oc_best = min(o_naive_times), min(o_curate_times)
     opt = {
         "n_prompts": n_prompts, "prompt_tokens": p_tokens, "single_token_path": fast_path, "reps": reps,
-        "naive_times_s": o_naive_times, "curate_times_s": o_curate_times,
+        "naive_times_s": o_naive_times, "curate_times_s": o_curate_times, "runs": opt_runs,
         "naive_prompts_per_s_best": n_prompts / on_best, "curate_prompts_per_s_best": n_prompts / oc_best,
         "ratio_best": on_best / oc_best,
         "ratio_median": statistics.median(o_naive_times) / statistics.median(o_curate_times),

@@ -39,10 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="select a batch from the shipped sample pool with the embedded models")
-    demo.add_argument("--budget", type=int, default=8, help="how many reviews to select (default: 8)")
-    demo.add_argument("--lm", default=None, help="LM id or path (default: embedded SmolLM2-135M-Instruct)")
-    demo.add_argument("--embedder", default=None, help="embedder id or path (default: embedded all-MiniLM-L6-v2)")
-    demo.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
+    demo.add_argument("--budget", type=int, default=None, help="how many reviews to select (recipe: 8)")
+    demo.add_argument("--lm", default=None, help="LM id or path (recipe: embedded SmolLM2-135M-Instruct)")
+    demo.add_argument("--embedder", default=None, help="embedder id or path (recipe: embedded all-MiniLM-L6-v2)")
+    demo.add_argument("--device", default=None, help="auto, cpu, cuda, ... (recipe: auto)")
 
     sub.add_parser("env", help="versions, embedded models and optional parts present")
 
@@ -103,9 +103,12 @@ def _silence_hf() -> None:
 
 
 def _demo(args) -> int:
-    from curate.demo import format_table, run_demo
+    from curate.demo import demo_defaults, format_table, run_demo
 
-    result = run_demo(budget=args.budget, lm=args.lm, embedder=args.embedder, device=args.device)
+    settings = demo_defaults()  # recipes/demo.yaml, overridden by flags
+    settings.update({k: v for k, v in {"budget": args.budget, "lm": args.lm, "embedder": args.embedder,
+                                        "device": args.device}.items() if v is not None})
+    result = run_demo(**settings)
     print(f"Selected {len(result.ids)} of 64 reviews to label first (least LM margin x density on the index):\n")
     print(format_table(result))
     print(f"\n'mixed' reviews: {result.mixed_share_pool:.0%} of the pool, {result.mixed_share_batch:.0%} of the batch.")

@@ -14,7 +14,7 @@ from importlib import resources
 
 import numpy as np
 
-__all__ = ["DemoResult", "run_demo", "sample_pool_path"]
+__all__ = ["DemoResult", "demo_defaults", "run_demo", "sample_pool_path"]
 
 LABELS = ("positive", "negative")
 
@@ -22,6 +22,21 @@ LABELS = ("positive", "negative")
 def sample_pool_path() -> str:
     """The 64 short reviews curate ships (written for the project; ``kind`` marks mixed ones)."""
     return str(resources.files("curate.data") / "sample_pool.jsonl")
+
+
+def demo_defaults() -> dict:
+    """The demo's settings from the shipped recipe ``recipes/demo.yaml``."""
+    import yaml
+
+    from curate.errors import ConfigError
+
+    text = (resources.files("curate.recipes") / "demo.yaml").read_text()
+    settings = (yaml.safe_load(text) or {}).get("demo", {})
+    known = {"budget", "lm", "embedder", "density_weight", "device"}
+    unknown = set(settings) - known
+    if unknown:
+        raise ConfigError(f"Unknown key(s) {sorted(unknown)} in recipes/demo.yaml; known: {sorted(known)}.")
+    return settings
 
 
 def sentiment_prompt(backend, text: str) -> str:

@@ -80,3 +80,13 @@ def test_demo_selects_a_batch(capsys):
     assert len(table) == 5 and len({row[1] for row in table}) == 5  # five distinct reviews
     scores = [float(row[5]) for row in table]
     assert scores == sorted(scores, reverse=True)  # best first
+
+
+def test_demo_recipe_parses_with_known_keys_only():
+    import inspect
+
+    from curate.demo import demo_defaults, run_demo
+
+    settings = demo_defaults()
+    assert settings["budget"] == 8
+    assert set(settings) <= set(inspect.signature(run_demo).parameters)

@@ -166,7 +166,6 @@ class TransformersBackend(BaseBackend):
         """Log-prob and entropy of tokens ``seq[s:e]`` for each sequence, batched by length."""
         import torch
 
-        model = self.model
         logprobs: list[np.ndarray] = [np.zeros(0)] * len(seqs)
         entropies: list[np.ndarray] = [np.zeros(0)] * len(seqs)
         batches = length_buckets([len(s) for s in seqs], max_batch_tokens=self.max_batch_tokens,
