@@ -1,0 +1,82 @@
+"""The annotation seam: ids in, :class:`Annotation` records out, one per id, as they are bought.
+
+``annotate`` yields annotations as soon as each is available (one by one for people and gold,
+batch by batch for an LLM), so that the loop can commit every paid label to the journal before
+anything depends on it. A label of ``None`` is a failure (unparseable answer, skipped item): it
+still carries its cost, and the item stays unlabelled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from curate.ledger import Prices
+
+__all__ = ["Annotation", "Annotator", "AwaitingHumanLabels", "GoldAnnotator"]
+
+
+@dataclass(frozen=True)
+class Annotation:
+    item_id: int
+    label: Any | None            # None = no usable label (failure or skip)
+    source: str                  # "gold", "llm", "human", ...
+    confidence: float | None = None
+    human_labels: int = 0        # billable human labels (1 when a person answered)
+    input_tokens: int = 0        # billable LLM tokens
+    output_tokens: int = 0
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.label is not None
+
+
+class AwaitingHumanLabels(Exception):  # noqa: N818 - a signal, not an error
+    """Raised by a human annotator whose queue was exported and is not answered yet: the loop saves
+    its state and stops; ``curate resume`` continues once the answers are imported."""
+
+    def __init__(self, path: str, count: int) -> None:
+        super().__init__(f"{count} item(s) exported for people to label at {path}; import their answers, then resume.")
+        self.path = path
+        self.count = count
+
+
+@runtime_checkable
+class Annotator(Protocol):
+    name: str
+
+    def annotate(self, pool, ids: np.ndarray, *, labeled: Mapping[int, Any] | None = None) -> Iterator[Annotation]:
+        """Yield one :class:`Annotation` per id (in any order). ``labeled`` maps already-labelled
+        ids to labels, for annotators that retrieve in-context examples."""
+        ...
+
+    def worst_case_micros(self, prices: Prices) -> int:
+        """An upper bound on the cost of one item, so that a batch can shrink to fit the budget."""
+        ...
+
+
+class GoldAnnotator:
+    """Reads labels from the pool's ``label`` column: for simulations and benchmarks, billed like
+    ``source`` (``"human"`` by default) so that money curves are realistic."""
+
+    name = "gold"
+
+    def __init__(self, column: str = "label", source: str = "human") -> None:
+        self.column = column
+        self.source = source
+        self._labels: list | None = None
+        self._pool_id: int | None = None
+
+    def annotate(self, pool, ids: np.ndarray, *, labeled: Mapping[int, Any] | None = None) -> Iterator[Annotation]:
+        if self._pool_id != id(pool):
+            self._labels = pool.column(self.column)
+            self._pool_id = id(pool)
+        for i in np.asarray(ids, dtype=np.int64).tolist():
+            yield Annotation(i, self._labels[i], "gold", 1.0, human_labels=1 if self.source == "human" else 0)
+
+    def worst_case_micros(self, prices: Prices) -> int:
+        return prices.micros(human_labels=1) if self.source == "human" else 0

@@ -1,0 +1,76 @@
+"""Learners the loop trains each round: ``fit(ids, labels)``, ``predict_proba(ids)``.
+
+``EmbeddingClassifier`` is logistic regression on the shared index's vectors: cheap enough to
+retrain from scratch every round on a CPU, and the standard learner of active-learning benchmarks
+on sentence embeddings. Paradigms bring their own learners (TRL trainers) through the same seam.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from curate.errors import ConfigError
+
+__all__ = ["EmbeddingClassifier", "Learner"]
+
+
+@runtime_checkable
+class Learner(Protocol):
+    classes: list
+
+    def fit(self, ids: np.ndarray, labels: Sequence[Any]) -> None: ...
+
+    def predict_proba(self, ids: np.ndarray) -> np.ndarray: ...
+
+
+class EmbeddingClassifier:
+    """Multinomial logistic regression on embedding vectors (rows of ``features`` by pool id).
+
+    Before two classes have been seen there is nothing to discriminate: it predicts the label
+    frequencies seen so far (uniform with none), so uncertainty strategies still run.
+    """
+
+    def __init__(self, features: np.ndarray, classes: Sequence[Any], *, C: float = 1.0, max_iter: int = 1000) -> None:
+        if len(classes) < 2:
+            raise ConfigError(f"EmbeddingClassifier needs at least two classes; got {list(classes)}.")
+        self.features = features
+        self.classes = list(classes)
+        self.C = C
+        self.max_iter = max_iter
+        self.model_ = None
+        self.prior_ = np.full(len(self.classes), 1.0 / len(self.classes))
+
+    def _targets(self, labels: Sequence[Any]) -> np.ndarray:
+        lookup = {c: i for i, c in enumerate(self.classes)}
+        try:
+            return np.array([lookup[y] for y in labels], dtype=np.int64)
+        except KeyError as err:
+            raise ConfigError(f"Label {err.args[0]!r} is not one of the classes {self.classes}.") from None
+
+    def fit(self, ids: np.ndarray, labels: Sequence[Any]) -> None:
+        from sklearn.linear_model import LogisticRegression
+
+        y = self._targets(labels)
+        counts = np.bincount(y, minlength=len(self.classes))
+        self.prior_ = (counts + 1.0) / (counts.sum() + len(self.classes))
+        present = np.flatnonzero(counts)
+        if len(present) < 2:
+            self.model_ = None
+            return
+        model = LogisticRegression(C=self.C, max_iter=self.max_iter)
+        model.fit(self.features[np.asarray(ids, dtype=np.int64)], y)
+        self.model_ = model
+
+    def predict_proba(self, ids: np.ndarray | None = None) -> np.ndarray:
+        x = self.features if ids is None else self.features[np.asarray(ids, dtype=np.int64)]
+        if self.model_ is None:
+            return np.tile(self.prior_, (len(x), 1))
+        out = np.zeros((len(x), len(self.classes)))
+        out[:, self.model_.classes_] = self.model_.predict_proba(x)  # classes never seen get 0
+        return out
+
+    def predict(self, ids: np.ndarray | None = None) -> list:
+        return [self.classes[i] for i in self.predict_proba(ids).argmax(1)]
