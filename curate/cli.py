@@ -59,6 +59,34 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("-k", type=int, default=5, help="neighbours per query (default: 5)")
     query.add_argument("--embedder", default=None, help="defaults to the model the index was built with")
 
+    select = sub.add_parser("select", help="one-shot selection: the K items to label next, to a file")
+    _add_pool_args(select)
+    select.add_argument("--strategy", required=True, help="e.g. random, entropy, margin, kcenter, kmeans, votek, badge")
+    select.add_argument("--budget", type=int, required=True, help="how many items to select")
+    select.add_argument("--out", required=True, help="output .jsonl or .csv with rank, id, score and the row")
+    select.add_argument("--labels", default=None,
+                        help="comma-separated classes; rows whose label is one of them count as labelled and "
+                             "train the model that uncertainty strategies need")
+    select.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="strategy parameter; repeatable")
+    select.add_argument("--embedder", default=None, help="embedder id or path (default: all-MiniLM-L6-v2)")
+    select.add_argument("--seed", type=int, default=0)
+    select.add_argument("--allow-fewer", action="store_true", help="take what is left when fewer than --budget remain")
+
+    run = sub.add_parser("run", help="run a full active-learning loop from a YAML recipe")
+    run.add_argument("recipe", help="YAML recipe (see recipes/)")
+    run.add_argument("--out", default=None, help="run folder (default: runs/<recipe name>)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                     help="override a recipe value, e.g. acquire.batch_size=50; repeatable")
+    run.add_argument("--dry-run", action="store_true", help="print the most the recipe can spend, spend nothing")
+
+    resume = sub.add_parser("resume", help="continue a run that stopped or was killed")
+    resume.add_argument("run_dir", help="the run folder")
+
+    label = sub.add_parser("label", help="label an exported batch in the terminal (keys: 1-9, s skip, u undo, q quit)")
+    label.add_argument("batch", help="batch file exported for people (JSONL or CSV)")
+    label.add_argument("--labels", required=True, help="comma-separated classes, in key order")
+    label.add_argument("--answers", default=None, help="answers file to append to (default: answers.jsonl beside the batch)")
+
     score = sub.add_parser("score", help="score a pool with the LM into a new column")
     _add_pool_args(score)
     score.add_argument("--kind", choices=["perplexity", "options"], required=True,
@@ -87,7 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quiet:
         _silence_hf()
     try:
-        handler = {"demo": _demo, "env": _env, "index": _index, "score": _score}[args.command]
+        handler = {"demo": _demo, "env": _env, "index": _index, "score": _score, "select": _select, "run": _run,
+                   "resume": _resume, "label": _label}[args.command]
         return handler(args)
     except CurateError as err:
         print(f"curate: error: {err}", file=sys.stderr)
@@ -146,6 +175,96 @@ def _index(args) -> int:
     scores, ids = index.search(embedder.encode(args.text), args.k)
     for text, row_s, row_i in zip(args.text, scores, ids, strict=True):
         print(json.dumps({"query": text, "ids": row_i.tolist(), "scores": [round(float(s), 4) for s in row_s]}))
+    return 0
+
+
+def _select(args) -> int:
+    import numpy as np
+    import yaml
+
+    from curate.acquire import PoolState, make_strategy
+    from curate.embed import load_embedder
+    from curate.export import save_dataset
+    from curate.index import EmbeddingIndex
+    from curate.learners import EmbeddingClassifier
+    from curate.models import DEFAULT_EMBEDDER
+    from curate.pool import load_pool
+
+    pool = load_pool(args.pool, columns=_columns(args.column), split=args.split)
+    params = {}
+    for item in args.param:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise CurateError(f"--param takes KEY=VALUE; got '{item}'.")
+        params[key] = yaml.safe_load(raw)
+    strategy = make_strategy(args.strategy, **params)
+    if hasattr(strategy, "allow_fewer"):
+        strategy.allow_fewer = args.allow_fewer
+    embedder = load_embedder(args.embedder or DEFAULT_EMBEDDER)
+    index = EmbeddingIndex.from_pool(pool, embedder)
+    labeled, probs = np.zeros(0, dtype=np.int64), None
+    if args.labels:
+        classes = [c.strip() for c in args.labels.split(",")]
+        raw = [str(v) if v is not None else "" for v in pool.column("label")] if "label" in pool.roles else []
+        labeled = np.array([i for i, v in enumerate(raw) if v in classes], dtype=np.int64)
+        learner = EmbeddingClassifier(index.vectors, classes)
+        learner.fit(labeled, [raw[i] for i in labeled])
+        probs = learner.predict_proba(np.arange(len(pool)))
+    state = PoolState.of(pool, labeled=labeled, index=index, probs=probs)
+    selection = strategy.select(state, args.budget, rng=np.random.default_rng(args.seed))
+    rows = pool.select(selection.ids)
+    rows = rows.add_column("rank", list(range(1, len(selection.ids) + 1)))
+    scores = selection.scores if selection.scores is not None else np.full(len(selection.ids), np.nan)
+    rows = rows.add_column("score", [float(s) for s in scores])
+    save_dataset(rows, args.out) if not args.out.endswith(".csv") else rows.to_csv(args.out, index=False)
+    print(f"Selected {len(selection.ids)} of {len(state.candidates)} unlabelled items ({args.strategy}) into {args.out}")
+    return 0
+
+
+def _run(args) -> int:
+    from pathlib import Path
+
+    from curate.config import load_config
+    from curate.run import start_run
+
+    config = load_config(args.recipe, args.overrides)
+    out = args.out or str(Path("runs") / Path(args.recipe).stem)
+    result, estimate = start_run(config, out, dry_run=args.dry_run)
+    print(f"Estimated cost: {estimate.describe()}")
+    if result is not None:
+        _report(result)
+    return 0
+
+
+def _resume(args) -> int:
+    from curate.run import resume_run
+
+    _report(resume_run(args.run_dir))
+    return 0
+
+
+def _report(result) -> None:
+    print(f"Stopped: {result.stop_reason}")
+    print(f"Ledger: {result.ledger.describe()}")
+    print(f"{'round':>5} {'labels':>6} {'spent':>10} {'metric':>7}")
+    for c in result.curve:
+        metric = "" if c["metric"] is None else f"{c['metric']:.4f}"
+        print(f"{c['round']:>5} {c['labels']:>6} {c['spent']:>10.4f} {metric:>7}")
+    print(f"Run folder: {result.run_dir} (journal.sqlite, config.yaml, curve.csv, curve.png)")
+    if result.waiting:
+        print(f"Label the exported batch (curate label ...), then: curate resume {result.run_dir}")
+
+
+def _label(args) -> int:
+    from curate.annotate.terminal import run_labeller
+
+    labels = [c.strip() for c in args.labels.split(",")]
+    answers = args.answers
+    if answers is None:
+        from pathlib import Path
+
+        answers = str(Path(args.batch).with_name("answers.jsonl"))
+    run_labeller(args.batch, answers, labels)
     return 0
 
 

@@ -21,7 +21,9 @@ LABELS = ("positive", "negative")
 
 def sample_pool_path() -> str:
     """The 64 short reviews curate ships (written for the project; ``kind`` marks mixed ones)."""
-    return str(resources.files("curate.data") / "sample_pool.jsonl")
+    from curate.data import sample_path
+
+    return sample_path("reviews")
 
 
 def demo_defaults() -> dict:

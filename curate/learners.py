@@ -66,6 +66,10 @@ class EmbeddingClassifier:
 
     def predict_proba(self, ids: np.ndarray | None = None) -> np.ndarray:
         x = self.features if ids is None else self.features[np.asarray(ids, dtype=np.int64)]
+        return self.predict_proba_vectors(x)
+
+    def predict_proba_vectors(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities for feature rows that are not in the pool (a test set)."""
         if self.model_ is None:
             return np.tile(self.prior_, (len(x), 1))
         out = np.zeros((len(x), len(self.classes)))

@@ -109,7 +109,8 @@ def load_pool(
 
     Args:
         source: a path (``.jsonl``, ``.json``, ``.csv``, ``.tsv``, ``.parquet``), a folder written by
-            ``Dataset.save_to_disk``, a hub dataset name, a ``datasets.Dataset``, or a list of dicts.
+            ``Dataset.save_to_disk``, a hub dataset name, a ``datasets.Dataset``, a list of dicts, or
+            ``"sample:reviews"`` / ``"sample:reviews-test"`` (data curate ships).
         columns: role -> source column, e.g. ``{"text": "sentence"}``. Roles not named are taken from
             columns with their usual names (``text``/``sentence``, ``label``, ``prompt``/``instruction``,
             ``response``/``completion``/``output``, ``chosen``, ``rejected``) when present.
@@ -133,6 +134,10 @@ def _read_any(source: Any, *, format: str | None, split: str) -> tuple[Any, str]
         return source, "<Dataset>"
     if isinstance(source, list):
         return _from_records(source, "<list>"), "<list>"
+    if isinstance(source, str) and source.startswith("sample:"):
+        from curate.data import sample_path
+
+        source = sample_path(source)
     if format is not None and format not in _FORMATS:
         raise ConfigError(f"Unknown pool format '{format}'. Known: {', '.join(_FORMATS)}.{did_you_mean(format, _FORMATS)}")
     path = Path(str(source))

@@ -1,0 +1,231 @@
+"""Run configuration: nested dataclasses that YAML recipes mirror one to one.
+
+Precedence: defaults < YAML < ``--set a.b=value``. Unknown keys are errors with a suggestion
+("Unknown key 'acquire.budjet'. Did you mean 'acquire.batch_size'?"); values are checked in
+``__post_init__``. Every run writes its resolved config next to its outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from curate.errors import ConfigError, did_you_mean
+from curate.models import DEFAULT_EMBEDDER, DEFAULT_LM
+
+__all__ = ["AcquireConfig", "AnnotatorConfig", "IndexConfig", "InitConfig", "LMConfig", "LearnerConfig",
+           "PoolConfig", "PricesConfig", "RunConfig", "StopConfig", "apply_overrides", "load_config", "to_dict"]
+
+
+@dataclass
+class PoolConfig:
+    path: str = ""
+    format: str | None = None
+    columns: dict[str, str] = field(default_factory=dict)
+    id_column: str | None = None
+    split: str = "train"
+
+
+@dataclass
+class IndexConfig:
+    kind: str = "auto"
+
+
+@dataclass
+class InitConfig:
+    strategy: str = "random"
+    size: int = 25
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise ConfigError(f"init.size must be at least 1. Got {self.size} instead.")
+
+
+@dataclass
+class AcquireConfig:
+    strategy: str = "entropy"
+    batch_size: int = 25
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"acquire.batch_size must be at least 1. Got {self.batch_size} instead.")
+
+
+@dataclass
+class LMConfig:
+    backend: str = "hf"
+    model: str = DEFAULT_LM
+    device: str = "auto"
+    base_url: str | None = None
+
+
+@dataclass
+class AnnotatorConfig:
+    kind: str = "gold"               # gold | llm | human | hybrid
+    column: str = "label"            # gold: where the labels are
+    instruction: str = "Classify the text. Answer with one of: {labels}."
+    template: str = "{text}"
+    shots: int = 0                   # llm: in-context examples retrieved from the labelled set
+    verbalizers: dict[str, str] = field(default_factory=dict)
+    threshold: float = 0.9           # hybrid: keep LLM labels at or above this confidence
+    queue_dir: str | None = None     # human/hybrid: where batches are exported and answers read
+    queue_format: str = "jsonl"      # jsonl | csv | labelstudio
+    human: str = "queue"             # hybrid: "queue" (people, via queue_dir) or "gold" (simulated people)
+
+    def __post_init__(self) -> None:
+        kinds = ("gold", "llm", "human", "hybrid")
+        if self.kind not in kinds:
+            raise ConfigError(f"annotator.kind must be one of {', '.join(kinds)}. Got '{self.kind}' instead."
+                              f"{did_you_mean(self.kind, kinds)}")
+
+
+@dataclass
+class LearnerConfig:
+    kind: str = "logreg"
+    C: float = 1.0
+
+
+@dataclass
+class PricesConfig:
+    human_per_label: float = 0.0
+    llm_input_per_million: float = 0.0
+    llm_output_per_million: float = 0.0
+    currency: str = "USD"
+
+
+@dataclass
+class StopConfig:
+    rounds: int | None = 10
+    labels: int | None = None
+    money: float | None = None
+    plateau_window: int | None = None
+    plateau_min_gain: float = 0.005
+    stable_kappa: float | None = None
+    stable_window: int = 1
+    stop_set_size: int = 500
+    combine: str = "any"             # any | all (the budgets always apply)
+
+    def __post_init__(self) -> None:
+        if self.combine not in ("any", "all"):
+            raise ConfigError(f"stop.combine must be 'any' or 'all'. Got '{self.combine}' instead.")
+
+
+@dataclass
+class RunConfig:
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    eval: PoolConfig | None = None
+    labels: list[str] = field(default_factory=list)
+    embedder: str = DEFAULT_EMBEDDER
+    index: IndexConfig = field(default_factory=IndexConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    acquire: AcquireConfig = field(default_factory=AcquireConfig)
+    annotator: AnnotatorConfig = field(default_factory=AnnotatorConfig)
+    lm: LMConfig = field(default_factory=LMConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    prices: PricesConfig = field(default_factory=PricesConfig)
+    stop: StopConfig = field(default_factory=StopConfig)
+    seed: int = 0
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def from_dict(cls: type, data: Any, where: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"'{where or 'config'}' must be a mapping of keys to values. Got {type(data).__name__} instead.")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            options = [f"{where}.{n}" if where else n for n in names]
+            raise ConfigError(f"Unknown key '{path}'.{did_you_mean(path, options)} Known keys here: {', '.join(names)}.")
+        kwargs[key] = _coerce(hints[key], value, path)
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise ConfigError(f"Bad config at '{where or 'top level'}': {err}.") from None
+
+
+def _coerce(hint: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value, path)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, path)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{path}' must be a mapping. Got {value!r} instead.")
+        return dict(value)
+    if origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"'{path}' must be a list. Got {value!r} instead.")
+        return list(value)
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and not (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
+        raise ConfigError(f"'{path}' must be {hint.__name__}. Got {value!r} ({type(value).__name__}) instead.")
+    return value
+
+
+def to_dict(config: Any) -> dict:
+    return dataclasses.asdict(config)
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``a.b=value`` overrides (values parsed as YAML: numbers, lists, null...)."""
+    data = dict(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set takes KEY=VALUE (e.g. acquire.batch_size=50). Got '{item}' instead.")
+        value = yaml.safe_load(raw) if raw else ""
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            node[part] = dict(child) if isinstance(child, dict) else {}
+            node = node[part]
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Defaults, then the YAML file at ``path``, then ``overrides``; relative paths in the file are
+    resolved against the file's folder."""
+    data: dict = {}
+    base = Path(".")
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"Recipe '{path}' does not exist.")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        base = path.parent
+    data = apply_overrides(data, overrides or [])
+    config = from_dict(RunConfig, data)
+    for pool in (config.pool, config.eval):
+        if pool is not None and pool.path and not Path(pool.path).is_absolute() and (base / pool.path).exists():
+            pool.path = str((base / pool.path).resolve())
+    if not config.pool.path:
+        raise ConfigError("The recipe names no pool: set pool.path.")
+    return config
