@@ -139,6 +139,12 @@ class Journal:
         """Every item that was paid for, labelled or not: none of them is bought again."""
         return {r[0] for r in self.db.execute("SELECT item_id FROM labels")}
 
+    def routed_pending(self) -> set[int]:
+        """Items an LLM routed to people whose answer has not arrived (label still NULL)."""
+        from curate.annotate.hybrid import ROUTED
+
+        return {r[0] for r in self.db.execute("SELECT item_id FROM labels WHERE label IS NULL AND note = ?", (ROUTED,))}
+
     def label_rows(self) -> list[dict]:
         cols = ("item_id", "label", "source", "confidence", "round", "note")
         rows = self.db.execute(f"SELECT {', '.join(cols)} FROM labels ORDER BY item_id").fetchall()

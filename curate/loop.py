@@ -144,7 +144,12 @@ class ActiveLoop:
     def _complete(self, journal: Journal, r: int, selected: np.ndarray, labels: dict, attempted: set,
                   history: History) -> None:
         """Buy the round's labels not bought yet, train, evaluate, and journal the round as done."""
-        todo = np.array([i for i in selected.tolist() if i not in attempted], dtype=np.int64)
+        # Items routed to people and not answered yet were paid for (the LLM's attempt) but are not
+        # done: they go back to the annotator, which sends them straight to people again.
+        pending = journal.routed_pending()
+        if pending and hasattr(self.annotator, "routed_"):
+            self.annotator.routed_.update(pending)
+        todo = np.array([i for i in selected.tolist() if i not in attempted or i in pending], dtype=np.int64)
         bought = 0
         for ann in self.annotator.annotate(self.pool, todo, labeled=dict(labels)):
             if ann.item_id not in set(todo.tolist()):
