@@ -10,7 +10,16 @@ from hypothesis import strategies as st
 from curate.errors import ConfigError
 from curate.ledger import MICROS, Ledger, Prices
 from curate.stopping import (
-    AllOf, AnyOf, History, LabelBudget, MaxRounds, MoneyBudget, Plateau, RoundRecord, StablePredictions, cohen_kappa,
+    AllOf,
+    AnyOf,
+    History,
+    LabelBudget,
+    MaxRounds,
+    MoneyBudget,
+    Plateau,
+    RoundRecord,
+    StablePredictions,
+    cohen_kappa,
 )
 
 charge_st = st.tuples(st.sampled_from(["human", "llm", "gold"]), st.integers(0, 1), st.integers(0, 5000),

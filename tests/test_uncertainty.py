@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 
 from curate.acquire import (
-    ClassUncertainty, Combine, CostAware, DensityWeighted, PoolState, Random, Subsample, TopK, TopThenDiverse, top_k,
+    ClassUncertainty,
+    Combine,
+    CostAware,
+    DensityWeighted,
+    PoolState,
+    Random,
+    Subsample,
+    TopK,
+    TopThenDiverse,
+    top_k,
 )
 from curate.acquire.uncertainty import bald, entropy, kl_disagreement, least_confidence, margin, vote_entropy
 from curate.errors import ConfigError

@@ -12,7 +12,14 @@ from typing import Any
 from curate.acquire.base import PoolState, Scorer, Selection, Strategy, check_budget, top_k
 from curate.acquire.strategies import Random, TopK
 from curate.acquire.uncertainty import BALD, ArrayScore, ClassUncertainty, Committee
-from curate.acquire.wrappers import Combine, CostAware, DensityWeighted, Subsample, TextLengthCost, TopThenDiverse
+from curate.acquire.wrappers import (
+    Combine,
+    CostAware,
+    DensityWeighted,
+    Subsample,
+    TextLengthCost,
+    TopThenDiverse,
+)
 from curate.errors import ConfigError, did_you_mean
 
 __all__ = [
