@@ -38,11 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="select a batch from the shipped sample pool with the embedded models")
-    demo.add_argument("--budget", type=int, default=None, help="how many reviews to select (recipe: 8)")
-    demo.add_argument("--lm", default=None, help="LM id or path (recipe: embedded SmolLM2-135M-Instruct)")
-    demo.add_argument("--embedder", default=None, help="embedder id or path (recipe: embedded all-MiniLM-L6-v2)")
-    demo.add_argument("--device", default=None, help="auto, cpu, cuda, ... (recipe: auto)")
+    demo = sub.add_parser("demo", help="a short real loop on the embedded models and the shipped reviews")
+    demo.add_argument("--out", default=None, help="run folder (default: a new temporary folder)")
+    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                      help="override recipes/demo.yaml, e.g. stop.rounds=3 or lm.device=cpu; repeatable")
 
     sub.add_parser("env", help="versions, embedded models and optional parts present")
 
@@ -108,8 +107,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from curate.progress import set_quiet
 
     set_quiet(args.quiet)
-    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    level = logging.DEBUG if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not args.quiet and not args.verbose:
+        # Round-by-round progress of long loops; the rest of the library speaks only with -v.
+        logging.getLogger("curate.loop").setLevel(logging.INFO)
     for noisy in ("httpx", "urllib3", "filelock", "sentence_transformers", "transformers", "faiss"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     if args.quiet:
@@ -132,16 +134,10 @@ def _silence_hf() -> None:
 
 
 def _demo(args) -> int:
-    from curate.demo import demo_defaults, format_table, run_demo
+    from curate.demo import format_report, run_demo
 
-    settings = demo_defaults()  # recipes/demo.yaml, overridden by flags
-    settings.update({k: v for k, v in {"budget": args.budget, "lm": args.lm, "embedder": args.embedder,
-                                        "device": args.device}.items() if v is not None})
-    result = run_demo(**settings)
-    print(f"Selected {len(result.ids)} of 64 reviews to label first (least LM margin x density on the index):\n")
-    print(format_table(result))
-    print(f"\n'mixed' reviews: {result.mixed_share_pool:.0%} of the pool, {result.mixed_share_batch:.0%} of the batch.")
-    print("Timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
+    result, estimate, routing = run_demo(args.overrides, args.out)
+    print(format_report(result, estimate, routing))
     return 0
 
 

@@ -90,7 +90,7 @@ class AnnotatorConfig:
 @dataclass
 class LearnerConfig:
     kind: str = "logreg"
-    C: float = 1.0
+    C: float = 10.0
 
 
 @dataclass

@@ -29,11 +29,15 @@ class Learner(Protocol):
 class EmbeddingClassifier:
     """Multinomial logistic regression on embedding vectors (rows of ``features`` by pool id).
 
+    ``C`` defaults to 10, not scikit-learn's 1: unit-norm sentence embeddings give small logits,
+    and with C=1 and a few dozen labels the intercept dominates (0.50 vs 0.83 accuracy on the
+    shipped reviews with 40 labels).
+
     Before two classes have been seen there is nothing to discriminate: it predicts the label
     frequencies seen so far (uniform with none), so uncertainty strategies still run.
     """
 
-    def __init__(self, features: np.ndarray, classes: Sequence[Any], *, C: float = 1.0, max_iter: int = 1000) -> None:
+    def __init__(self, features: np.ndarray, classes: Sequence[Any], *, C: float = 10.0, max_iter: int = 1000) -> None:
         if len(classes) < 2:
             raise ConfigError(f"EmbeddingClassifier needs at least two classes; got {list(classes)}.")
         self.features = features

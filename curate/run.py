@@ -235,7 +235,7 @@ def write_curve(curve: list[dict], run_dir: Path, *, currency: str = "USD") -> N
     axes[1].plot([c["spent"] for c in points], [c["metric"] for c in points], marker="o", color="tab:green")
     axes[1].set_xlabel(f"money spent ({currency})")
     for ax in axes:
-        ax.set_ylabel("metric")
+        ax.set_ylabel("test accuracy")
         ax.grid(alpha=0.3)
     fig.suptitle(f"Learning curve: {run_dir.name}")
     fig.tight_layout()

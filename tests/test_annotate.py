@@ -483,7 +483,7 @@ def test_hybrid_verifier_keeps_agreeing_labels_and_routes_the_rest():
     assert sorted(labelled) == [0, 1, 2, 3] and sum(a.ok for a in out) == 4
     assert labelled[0].source == "llm" and labelled[0].note == ""
     assert labelled[1].note == labelled[3].note == "verified: agrees with llm"
-    assert labelled[2].source == "gold"  # the verifier disagreed: a person decided
+    assert labelled[2].source == "human"  # the verifier disagreed: a person (gold stand-in) decided
     notes = [(a.item_id, a.note) for a in out if not a.ok]
     assert notes == [(1, "below threshold; sent to verifier"), (2, "below threshold; sent to verifier"),
                      (3, "below threshold; sent to verifier"), (2, ROUTED)]

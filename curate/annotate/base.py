@@ -76,7 +76,9 @@ class GoldAnnotator:
             self._labels = pool.column(self.column)
             self._pool_id = id(pool)
         for i in np.asarray(ids, dtype=np.int64).tolist():
-            yield Annotation(i, self._labels[i], "gold", 1.0, human_labels=1 if self.source == "human" else 0)
+            # Billed (and reported) as the people it stands in for, unless told it is free data.
+            yield Annotation(i, self._labels[i], self.source, 1.0, human_labels=1 if self.source == "human" else 0,
+                             note="gold label")
 
     def worst_case_micros(self, prices: Prices) -> int:
         return prices.micros(human_labels=1) if self.source == "human" else 0
