@@ -125,6 +125,7 @@ def test_density_weighting_prefers_the_dense_region():
     rng = np.random.default_rng(1)
     dense = np.array([1.0, 0.0, 0.0]) + 0.02 * rng.normal(size=(30, 3))
     outliers = rng.normal(size=(10, 3))
+    outliers[:, 0] = -np.abs(outliers[:, 0]) - 0.5  # scattered, and away from the dense region
     index = EmbeddingIndex.from_vectors(np.vstack([dense, outliers]), kind="flat")
     probs = np.tile([0.5, 0.5], (40, 1))  # equal uncertainty everywhere
     probs[:30] = [0.55, 0.45]              # the dense items slightly less uncertain

@@ -18,8 +18,10 @@ def normalize(scores: np.ndarray, how: str = "rank") -> np.ndarray:
     if len(s) == 0:
         return s
     if how == "rank":
-        ranks = np.argsort(np.argsort(s, kind="stable"), kind="stable")
-        return ranks / max(len(s) - 1, 1)
+        from scipy.stats import rankdata
+
+        # Tied scores share their average rank, so normalising never invents an order.
+        return (rankdata(s, method="average") - 1) / max(len(s) - 1, 1)
     if how == "minmax":
         lo, hi = np.nanmin(s), np.nanmax(s)
         return np.zeros_like(s) if hi == lo else (s - lo) / (hi - lo)
@@ -99,7 +101,11 @@ class DensityWeighted:
     def score(self, state: PoolState, ids: np.ndarray) -> np.ndarray:
         index = state.require_index("DensityWeighted")
         density = np.clip(index.density(ids, k=self.k), 1e-6, None)
-        return normalize(self.scorer.score(state, ids), "minmax") * density**self.beta
+        # Ranks mapped into (0, 1]: the least uncertain item keeps a little weight, so a dense
+        # region can still outweigh it (min-max would zero it out whatever its density).
+        n = len(ids)
+        uncertainty = (normalize(self.scorer.score(state, ids), "rank") * (n - 1) + 1) / max(n, 1)
+        return uncertainty * density**self.beta
 
 
 class TextLengthCost:
