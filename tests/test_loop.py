@@ -183,3 +183,18 @@ def test_sigkill_at_random_points_then_resume(tmp_path):
     charged = [r[0] for r in db.execute("SELECT item_id FROM charges")]
     assert sorted(charged) == sorted(ids)  # one charge per label: nothing bought twice
     assert db.execute("SELECT COUNT(*) FROM rounds WHERE status = 'trained'").fetchone()[0] == 8
+
+
+def test_initial_labels_are_free_and_journalled_as_seed(tmp_path):
+    x, y, _ = synthetic()
+    seed = {i: int(y[i]) for i in range(6)}
+    result = make_loop(tmp_path, initial_labels=seed, init_size=0, stopping=Plateau(window=1, min_gain=1.0),
+                       ledger=Ledger(Prices(human_per_label=1.0))).run()
+    assert result.curve[0]["labels"] == 6 and result.curve[0]["spent"] == 0.0
+    assert result.curve[1]["labels"] == 16 and result.curve[1]["spent"] == 10.0
+    db = sqlite3.connect(tmp_path / "run" / "journal.sqlite")
+    assert db.execute("SELECT COUNT(*) FROM labels WHERE source = 'seed'").fetchone()[0] == 6
+    with pytest.raises(ConfigError, match="outside the pool"):
+        make_loop(tmp_path / "b", initial_labels={999: 1})
+    with pytest.raises(ConfigError, match="'init_size' parameter"):
+        make_loop(tmp_path / "c", init_size=0)
