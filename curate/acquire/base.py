@@ -128,24 +128,30 @@ def check_budget(state: PoolState, budget: int, *, allow_fewer: bool = False) ->
 def top_k(scores: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     """Positions of the ``k`` highest scores, best first; ties broken at random by ``rng``.
 
-    ``argpartition`` finds the top k in O(n); only those k are sorted. NaN scores rank last.
+    ``argpartition`` finds the top k in O(n) and only those k are sorted. Ties at the cut are shared
+    out by ``rng`` rather than always going to the lowest positions. NaN scores rank last.
     """
-    scores = np.asarray(scores, dtype=np.float64)
-    n = len(scores)
-    k = min(k, n)
+    s = np.asarray(scores)
+    if not np.issubdtype(s.dtype, np.floating):
+        s = s.astype(np.float64)
+    n = len(s)
+    k = min(int(k), n)
     if k == 0:
         return np.zeros(0, dtype=np.int64)
-    s = np.where(np.isnan(scores), -np.inf, scores)
     if k < n:
-        part = np.argpartition(-s, k - 1)[:k]
+        # Partition of -s at k puts the k largest first and the (k+1)-th largest at position k;
+        # NaN compares as largest in -s, so it stays out. Only when the (k+1)-th ties with the
+        # k-th is a pass over all scores needed, to draw among every tied item.
+        split = np.argpartition(-s, k)
+        part, after = split[:k], s[split[k]]
         cut = s[part].min()
-        # Every item tied with the k-th score competes for the last places, chosen by rng.
-        above = np.flatnonzero(s > cut)
-        tied = np.flatnonzero(s == cut)
-        tied = rng.permutation(tied)[: k - len(above)]
-        part = np.concatenate([above, tied])
+        if after == cut:
+            keep = part[s[part] > cut]
+            tied = rng.permutation(np.flatnonzero(s == cut))[: k - len(keep)]
+            part = np.concatenate([keep, tied])
     else:
         part = np.arange(n)
-    tiebreak = rng.random(len(part))
-    order = np.lexsort((tiebreak, -s[part]))
+    vals = s[part]
+    vals = np.where(np.isnan(vals), -np.inf, vals)
+    order = np.lexsort((rng.random(len(part)), -vals))
     return part[order].astype(np.int64)
