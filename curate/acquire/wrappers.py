@@ -97,10 +97,18 @@ class DensityWeighted:
         self.scorer = scorer
         self.beta = beta
         self.k = k
+        self._density: tuple[int, int, np.ndarray] | None = None  # (index id, size, density by position)
+
+    def _densities(self, index, ids: np.ndarray) -> np.ndarray:
+        # Density depends on the index alone, so it is computed once per index, not every round.
+        key = (id(index), len(index))
+        if self._density is None or self._density[:2] != key:
+            self._density = (*key, index.density(index.ids, k=self.k))
+        return self._density[2][index.positions(ids)]
 
     def score(self, state: PoolState, ids: np.ndarray) -> np.ndarray:
         index = state.require_index("DensityWeighted")
-        density = np.clip(index.density(ids, k=self.k), 1e-6, None)
+        density = np.clip(self._densities(index, np.asarray(ids, dtype=np.int64)), 1e-6, None)
         # Ranks mapped into (0, 1]: the least uncertain item keeps a little weight, so a dense
         # region can still outweigh it (min-max would zero it out whatever its density).
         n = len(ids)
