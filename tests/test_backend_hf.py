@@ -133,3 +133,14 @@ def test_real_smollm2_scores_sensibly():
     gen = backend.generate([backend.chat_prompt([{"role": "user", "content": "What is 2+2?"}])],
                            max_new_tokens=12, temperature=0)[0][0]
     assert "4" in gen.text and gen.logprobs.mean > -2
+
+
+def test_shared_prompt_head_is_computed_once_with_identical_results(tiny_lm_dir):
+    head = "the film was wonderful and moving. the food was cold and the service rude. "
+    prompts = [head + tail for tail in ("the cat sat", "a great phone", "what is the capital", "numbers 0 1 2 3 4")]
+    with_head = TransformersBackend(str(tiny_lm_dir), device="cpu", max_batch_size=3, min_shared_prefix=4)
+    without = TransformersBackend(str(tiny_lm_dir), device="cpu", max_batch_size=3, min_shared_prefix=10**6)
+    a = with_head.option_logprobs(prompts, ["yes", "no"], normalize=False)
+    b = without.option_logprobs(prompts, ["yes", "no"], normalize=False)
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    assert with_head.usage.input_tokens < without.usage.input_tokens  # the head was read once, not four times

@@ -12,6 +12,7 @@ SmolLM2) at every position costs a fifth of a forward pass and most of its memor
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 from collections.abc import Iterator, Sequence
 
@@ -54,10 +55,13 @@ class TransformersBackend(BaseBackend):
         max_batch_tokens: padded tokens per forward batch (memory knob).
         max_batch_size: sequences per forward batch.
         max_length: longest sequence fed to the model; longer prompts are cut from the left.
+        min_shared_prefix: option scoring runs a head of at least this many tokens that every
+            prompt shares (a system prompt, demonstrations) once, and only the rest per prompt.
     """
 
     def __init__(self, model: str = DEFAULT_LM, *, device: str = "auto", dtype: str = "auto",
-                 max_batch_tokens: int = 8192, max_batch_size: int = 32, max_length: int | None = None) -> None:
+                 max_batch_tokens: int = 8192, max_batch_size: int = 32, max_length: int | None = None,
+                 min_shared_prefix: int = 8) -> None:
         super().__init__()
         self.model_name = model
         self.name = model
@@ -66,6 +70,7 @@ class TransformersBackend(BaseBackend):
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
         self.max_length = max_length
+        self.min_shared_prefix = min_shared_prefix
         self._model = None
         self._tokenizer = None
 
@@ -209,13 +214,22 @@ class TransformersBackend(BaseBackend):
         device = self.model.device
         return ids.to(device), mask.to(device)
 
-    def _hidden(self, input_ids, mask):
-        """Last hidden states from the backbone, skipping the LM head entirely."""
+    def _backbone(self):
         model = self.model
         backbone = getattr(model, model.base_model_prefix, None)
         if backbone is None or model.get_output_embeddings() is None:
             raise ConfigError(f"{type(model).__name__} exposes no backbone/LM head pair; it cannot be scored.")
-        return backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        return backbone
+
+    def _cache_kwarg(self) -> str:
+        """transformers 5.x renamed ``past_key_values`` to ``cache``; use whichever this model takes."""
+        import inspect
+
+        return "cache" if "cache" in inspect.signature(self._backbone().forward).parameters else "past_key_values"
+
+    def _hidden(self, input_ids, mask):
+        """Last hidden states from the backbone, skipping the LM head entirely."""
+        return self._backbone()(input_ids=input_ids, attention_mask=mask).last_hidden_state
 
     def _head_logprobs(self, hidden, targets, chunk: int = 1024):
         """Apply the LM head to gathered hidden states in chunks (bounded memory); return the
@@ -252,15 +266,36 @@ class TransformersBackend(BaseBackend):
         seqs = [(prefix + self._encode(p))[-limit:] for p in prompts]
         if any(not s for s in seqs):
             raise ConfigError("option_logprobs needs non-empty prompts (the options are scored after them).")
+        # Prompts built from one template share a head (system prompt, instruction, demonstrations):
+        # run it once and feed every batch only what follows it.
+        shared = _common_prefix_length(seqs) if len(seqs) > 1 else 0
+        shared = min(shared, min(len(s) for s in seqs) - 1)  # every prompt keeps at least one own token
+        head_cache = None
+        if shared >= self.min_shared_prefix:
+            with torch.inference_mode():
+                ids = torch.tensor([seqs[0][:shared]], device=self.model.device)
+                head_out = self._backbone()(input_ids=ids, use_cache=True)
+                head_cache = getattr(head_out, "cache", None) or head_out.past_key_values
+            self.usage.add(shared, 0, kind="options")
+        else:
+            shared = 0
+        tails = [s[shared:] for s in seqs]
         out = np.zeros((len(seqs), len(option_ids)), dtype=np.float64)
         opt = torch.tensor(option_ids, dtype=torch.long)
-        batches = length_buckets([len(s) for s in seqs], max_batch_tokens=self.max_batch_tokens,
+        batches = length_buckets([len(t) for t in tails], max_batch_tokens=self.max_batch_tokens,
                                  max_batch_size=self.max_batch_size)
         for batch in progress(batches, total=len(batches), desc="options", unit="batch"):
-            input_ids, mask = self._pad([seqs[i] for i in batch], side="right")
-            last = torch.tensor([len(seqs[i]) - 1 for i in batch], dtype=torch.long)
+            input_ids, mask = self._pad([tails[i] for i in batch], side="right")
+            last = torch.tensor([len(tails[i]) - 1 for i in batch], dtype=torch.long)
             with torch.inference_mode():
-                hidden = self._hidden(input_ids, mask)
+                if head_cache is None:
+                    hidden = self._hidden(input_ids, mask)
+                else:
+                    cache = copy.deepcopy(head_cache)
+                    cache.batch_repeat_interleave(len(batch))
+                    full_mask = torch.cat([torch.ones((len(batch), shared), dtype=mask.dtype, device=mask.device), mask], 1)
+                    hidden = self._backbone()(input_ids=input_ids, attention_mask=full_mask, use_cache=True,
+                                              **{self._cache_kwarg(): cache}).last_hidden_state
                 picked = hidden[torch.arange(len(batch)), last.to(hidden.device)]
                 logits = self.model.get_output_embeddings()(picked).float()
                 cap = getattr(self.model.config, "final_logit_softcapping", None)
@@ -343,6 +378,19 @@ class TransformersBackend(BaseBackend):
         logger.warning("%s has no chat template; using a plain 'role: content' layout", self.name)
         text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
         return text + ("assistant:" if add_generation_prompt else "")
+
+
+def _common_prefix_length(seqs: list[list[int]]) -> int:
+    first = seqs[0]
+    n = min(len(s) for s in seqs)
+    for s in seqs[1:]:
+        i = 0
+        while i < n and s[i] == first[i]:
+            i += 1
+        n = i
+        if n == 0:
+            break
+    return n
 
 
 @contextlib.contextmanager
