@@ -162,8 +162,9 @@ class ActiveLoop:
             self.annotator.routed_.update(pending)
         todo = np.array([i for i in selected.tolist() if i not in attempted or i in pending], dtype=np.int64)
         bought = 0
+        asked = set(todo.tolist())
         for ann in self.annotator.annotate(self.pool, todo, labeled=dict(labels)):
-            if ann.item_id not in set(todo.tolist()):
+            if ann.item_id not in asked:
                 raise DataError(f"annotator returned item {ann.item_id}, which round {r} did not ask for.")
             charge = self.ledger.charge(ann.source, human_labels=ann.human_labels, input_tokens=ann.input_tokens,
                                         output_tokens=ann.output_tokens, item_id=ann.item_id, round=r)

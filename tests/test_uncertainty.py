@@ -126,10 +126,15 @@ def test_density_weighting_prefers_the_dense_region():
     dense = np.array([1.0, 0.0, 0.0]) + 0.02 * rng.normal(size=(30, 3))
     outliers = rng.normal(size=(10, 3))
     outliers[:, 0] = -np.abs(outliers[:, 0]) - 0.5  # scattered, and away from the dense region
-    index = EmbeddingIndex.from_vectors(np.vstack([dense, outliers]), kind="flat")
-    probs = np.tile([0.5, 0.5], (40, 1))  # equal uncertainty everywhere
-    probs[:30] = [0.55, 0.45]              # the dense items slightly less uncertain
-    state = PoolState(size=40, index=index, probs=probs)
+    confident = rng.normal(size=(20, 3))
+    index = EmbeddingIndex.from_vectors(np.vstack([dense, outliers, confident]), kind="flat")
+    probs = np.tile([0.99, 0.01], (60, 1))  # confident items widen the range of uncertainty
+    probs[:30] = [0.52, 0.48]               # the dense items: almost as uncertain as it gets
+    probs[30:40] = [0.5, 0.5]               # the outliers: the most uncertain
+    state = PoolState(size=60, index=index, probs=probs)
     plain = TopK(ClassUncertainty("entropy")).select(state, 5, rng=np.random.default_rng(0)).ids
     weighted = TopK(DensityWeighted(ClassUncertainty("entropy"), beta=3)).select(state, 5, rng=np.random.default_rng(0)).ids
-    assert (plain >= 30).all() and (weighted < 30).all()
+    assert ((plain >= 30) & (plain < 40)).all() and (weighted < 30).all()
+    # Confident items stay last however dense they are: uncertainty still counts.
+    scores = DensityWeighted(ClassUncertainty("entropy"), beta=3).score(state, state.candidates)
+    assert scores[40:].max() < scores[:30].min()

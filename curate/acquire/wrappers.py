@@ -109,10 +109,10 @@ class DensityWeighted:
     def score(self, state: PoolState, ids: np.ndarray) -> np.ndarray:
         index = state.require_index("DensityWeighted")
         density = np.clip(self._densities(index, np.asarray(ids, dtype=np.int64)), 1e-6, None)
-        # Ranks mapped into (0, 1]: the least uncertain item keeps a little weight, so a dense
-        # region can still outweigh it (min-max would zero it out whatever its density).
-        n = len(ids)
-        uncertainty = (normalize(self.scorer.score(state, ids), "rank") * (n - 1) + 1) / max(n, 1)
+        # Min-max keeps how much more uncertain one item is than another (ranks would not, and
+        # then density swamps uncertainty: near-duplicates of dense regions win). The floor keeps
+        # the least uncertain item's weight above zero.
+        uncertainty = 0.01 + 0.99 * normalize(self.scorer.score(state, ids), "minmax")
         return uncertainty * density**self.beta
 
 

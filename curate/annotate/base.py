@@ -69,12 +69,12 @@ class GoldAnnotator:
         self.column = column
         self.source = source
         self._labels: list | None = None
-        self._pool_id: int | None = None
+        self._pool = None  # the pool the labels were read from (held, so its identity is not reused)
 
     def annotate(self, pool, ids: np.ndarray, *, labeled: Mapping[int, Any] | None = None) -> Iterator[Annotation]:
-        if self._pool_id != id(pool):
+        if self._pool is not pool:
             self._labels = pool.column(self.column)
-            self._pool_id = id(pool)
+            self._pool = pool
         for i in np.asarray(ids, dtype=np.int64).tolist():
             # Billed (and reported) as the people it stands in for, unless told it is free data.
             yield Annotation(i, self._labels[i], self.source, 1.0, human_labels=1 if self.source == "human" else 0,
