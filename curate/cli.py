@@ -6,7 +6,8 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from curate.errors import CurateError
 
@@ -32,7 +33,12 @@ def _add_pool_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="train", help="split of a hub dataset or saved DatasetDict (default: train)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+# An extension adds subcommands: ``extension(subparsers) -> {command: handler(args) -> int}``.
+# The paradigms' commands come in this way (curate.paradigms.cli), so the core never imports them.
+Extension = Callable[[Any], dict]
+
+
+def build_parser(extensions: Sequence[Extension] = ()) -> tuple[argparse.ArgumentParser, dict]:
     parser = argparse.ArgumentParser(prog="curate", description="Active learning for LLM training data.")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars, warnings only")
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
@@ -99,11 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--base-url", default=None, help="server URL for --backend openai")
     score.add_argument("--device", default="auto")
     score.add_argument("--out", required=True, help="output .jsonl, .parquet, or folder")
-    return parser
+    handlers = {"demo": _demo, "env": _env, "index": _index, "score": _score, "select": _select, "run": _run,
+                "resume": _resume, "label": _label}
+    for extension in extensions:
+        handlers.update(extension(sub))
+    return parser, handlers
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, extensions: Sequence[Extension] = ()) -> int:
+    parser, handlers = build_parser(extensions)
+    args = parser.parse_args(argv)
     from curate.progress import set_quiet
 
     set_quiet(args.quiet)
@@ -117,9 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quiet:
         _silence_hf()
     try:
-        handler = {"demo": _demo, "env": _env, "index": _index, "score": _score, "select": _select, "run": _run,
-                   "resume": _resume, "label": _label}[args.command]
-        return handler(args)
+        return handlers[args.command](args)
     except CurateError as err:
         print(f"curate: error: {err}", file=sys.stderr)
         return 2

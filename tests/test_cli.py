@@ -16,7 +16,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_help_lists_every_subcommand():
-    text = build_parser().format_help()
+    text = build_parser()[0].format_help()
     for name in ("demo", "env", "index", "score"):
         assert name in text
     for argv in (["index", "build", "--help"], ["index", "query", "--help"], ["score", "--help"], ["demo", "--help"]):
