@@ -92,6 +92,27 @@ def build_parser(extensions: Sequence[Extension] = ()) -> tuple[argparse.Argumen
     label.add_argument("--labels", required=True, help="comma-separated classes, in key order")
     label.add_argument("--answers", default=None, help="answers file to append to (default: answers.jsonl beside the batch)")
 
+    gen = sub.add_parser("generate", help="generate new labelled examples, checked by rejection sampling")
+    gen.add_argument("--task", required=True, help="what the examples are, e.g. 'movie review sentiment'")
+    gen.add_argument("--labels", required=True, help="comma-separated labels to generate for (balanced)")
+    gen.add_argument("--n", type=int, required=True, help="accepted examples wanted")
+    gen.add_argument("--out", required=True, help="output .jsonl (text, label, source)")
+    gen.add_argument("--examples", default=None, help="pool with text/label to imitate (label-conditioned generation)")
+    gen.add_argument("--dedup-against", default=None, help="pool whose texts generated ones must not duplicate")
+    gen.add_argument("--lm", default=None, help="generator and filter LM (default: embedded SmolLM2-135M-Instruct)")
+    gen.add_argument("--device", default="auto")
+    gen.add_argument("--temperature", type=float, default=0.9)
+    gen.add_argument("--max-new-tokens", type=int, default=40)
+    gen.add_argument("--batch-size", type=int, default=8)
+    gen.add_argument("--label-threshold", type=float, default=0.5,
+                     help="reject when the LM gives the intended label less than this probability (0 = off)")
+    gen.add_argument("--judge-threshold", type=float, default=0.0, help="Ask-LLM quality threshold (0 = off)")
+    gen.add_argument("--dup-threshold", type=float, default=0.92, help="cosine at which an example is a near duplicate")
+    gen.add_argument("--max-cost", type=float, default=None, help="cost cap in currency (needs --price-in/--price-out)")
+    gen.add_argument("--price-in", type=float, default=0.0, help="price per 1M input tokens")
+    gen.add_argument("--price-out", type=float, default=0.0, help="price per 1M output tokens")
+    gen.add_argument("--seed", type=int, default=0)
+
     score = sub.add_parser("score", help="score a pool with the LM into a new column")
     _add_pool_args(score)
     score.add_argument("--kind", choices=["perplexity", "options"], required=True,
@@ -106,7 +127,7 @@ def build_parser(extensions: Sequence[Extension] = ()) -> tuple[argparse.Argumen
     score.add_argument("--device", default="auto")
     score.add_argument("--out", required=True, help="output .jsonl, .parquet, or folder")
     handlers = {"demo": _demo, "env": _env, "index": _index, "score": _score, "select": _select, "run": _run,
-                "resume": _resume, "label": _label}
+                "resume": _resume, "label": _label, "generate": _generate}
     for extension in extensions:
         handlers.update(extension(sub))
     return parser, handlers
@@ -270,6 +291,62 @@ def _label(args) -> int:
 
         answers = str(Path(args.batch).with_name("answers.jsonl"))
     run_labeller(args.batch, answers, labels)
+    return 0
+
+
+def _generate(args) -> int:
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from curate.backends import load_backend
+    from curate.embed import load_embedder
+    from curate.generate import (
+        DuplicateFilter, FormatFilter, Generator, JudgeFilter, LabelConsistencyFilter, LengthFilter, generate_accepted,
+    )
+    from curate.index import EmbeddingIndex
+    from curate.ledger import Ledger, Prices
+    from curate.models import DEFAULT_LM
+    from curate.pool import load_pool
+
+    labels = [x.strip() for x in args.labels.split(",") if x.strip()]
+    if len(labels) < 1:
+        raise CurateError("--labels needs at least one label.")
+    backend = load_backend("hf", args.lm or DEFAULT_LM, device=args.device)
+    embedder = load_embedder()
+    examples = None
+    if args.examples:
+        ex = load_pool(args.examples, require=("text", "label"))
+        examples = {}
+        for text, label in zip(ex.texts(), ex.column("label"), strict=True):
+            examples.setdefault(str(label), []).append(text)
+    pool_texts, index = [], None
+    if args.dedup_against:
+        against = load_pool(args.dedup_against)
+        pool_texts = against.texts()
+        index = EmbeddingIndex.from_vectors(embedder.encode(pool_texts), kind="auto")
+    filters = [LengthFilter(), FormatFilter(), DuplicateFilter(embedder, threshold=args.dup_threshold,
+                                                               pool_texts=pool_texts, index=index)]
+    if args.label_threshold > 0:
+        filters.append(LabelConsistencyFilter(backend, labels, threshold=args.label_threshold))
+    if args.judge_threshold > 0:
+        filters.append(JudgeFilter(backend, threshold=args.judge_threshold))
+    prices = Prices(llm_input_per_million=args.price_in, llm_output_per_million=args.price_out)
+    ledger = Ledger(prices, budget=args.max_cost)
+    # Worst case of one candidate: a generous bound on its prompts (generation and each LLM
+    # filter, up to 512 tokens each) and the tokens it may write.
+    worst = prices.micros(input_tokens=512 * (1 + len(filters)), output_tokens=args.max_new_tokens)
+    gen = Generator(backend, temperature=args.temperature, max_new_tokens=args.max_new_tokens)
+    result = generate_accepted(lambda n, rng: gen.for_labels(args.task, labels, n, rng=rng, examples=examples),
+                               filters, args.n, rng=np.random.default_rng(args.seed), backends=[backend], ledger=ledger,
+                               worst_case_micros=worst, batch_size=args.batch_size, max_batches=max(50, 4 * args.n))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(c.to_row()) + "\n" for c in result.accepted))
+    print(result.report.describe())
+    print(f"Stopped: {result.stop_reason}. Ledger: {ledger.describe()}")
+    print(f"Wrote {len(result.accepted)} examples to {out}")
     return 0
 
 

@@ -88,3 +88,26 @@ def test_demo_recipe_parses():
 
     config = demo_config(["stop.rounds=1"])
     assert config.stop.rounds == 1 and config.annotator.kind == "hybrid" and config.labels == ["positive", "negative"]
+
+
+def test_generate_with_a_local_model(tiny_lm_dir, tmp_path):
+    out = tmp_path / "gen.jsonl"
+    proc = run_cli("generate", "--task", "sentiment", "--labels", "positive,negative", "--n", "2", "--out", str(out),
+                   "--lm", str(tiny_lm_dir), "--device", "cpu", "--max-new-tokens", "12", "--label-threshold", "0",
+                   "--batch-size", "4")
+    assert proc.returncode == 0, proc.stderr
+    assert "length" in proc.stdout and "Stopped:" in proc.stdout  # the per-filter acceptance report
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) <= 2 and all(r["label"] in ("positive", "negative") for r in rows)
+
+
+@pytest.mark.real
+def test_generate_with_smollm2_accepts_real_examples(tmp_path):
+    out = tmp_path / "gen.jsonl"
+    proc = run_cli("generate", "--task", "movie review sentiment", "--labels", "positive,negative", "--n", "2",
+                   "--out", str(out), "--device", "cpu", "--max-new-tokens", "24", "--label-threshold", "0.3",
+                   "--batch-size", "4")
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 2 and len({r["text"] for r in rows}) == 2
+    assert all(len(r["text"]) >= 12 for r in rows)
