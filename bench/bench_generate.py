@@ -1,0 +1,148 @@
+"""Benchmark of querying by generation (issue 4): SmolLM2-135M-Instruct writes labelled examples
+for SST-2 (2 classes) and TREC (6 classes), rejection sampling filters them, and a MiniLM +
+logistic-regression classifier trained only on what was accepted is compared on the real test
+sets with the same classifier trained on as many random real examples.
+
+    python -u bench/bench_generate.py [--n 200] [--quick]
+
+Reads ../shared/data (never copies it). Prints acceptance per filter, the duplicate rate against
+the real pool, accuracies, wall time; writes bench/out/generate.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+os.environ.setdefault("CURATE_QUIET", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+OUT = Path(__file__).resolve().parent / "out"
+TREC_WORDS = {"ABBR": "abbreviation", "DESC": "description", "ENTY": "entity", "HUM": "person", "LOC": "location",
+              "NUM": "number"}
+
+
+def load_sst2(split: str) -> list[tuple[str, str]]:
+    rows = []
+    for line in (DATA / "sst2_sentence" / f"stsa.binary.{split}").read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.strip():
+            label, text = line.split(" ", 1)
+            rows.append((text.strip(), "positive" if label == "1" else "negative"))
+    return rows
+
+
+def load_trec(split: str) -> list[tuple[str, str]]:
+    rows = []
+    for line in (DATA / "trec" / f"{split}.txt").read_bytes().decode("latin-1").splitlines():
+        if line.strip():
+            coarse = line.split(":", 1)[0]
+            rows.append((line.split(" ", 1)[1].strip(), TREC_WORDS[coarse]))
+    return rows
+
+
+def accuracy(embedder, train: list[tuple[str, str]], test_x: np.ndarray, test_y: np.ndarray) -> float:
+    from sklearn.linear_model import LogisticRegression
+
+    x = embedder.encode([t for t, _ in train])
+    y = np.array([lab for _, lab in train])
+    if len(set(y)) < 2:
+        return float("nan")
+    model = LogisticRegression(C=10.0, max_iter=2000).fit(x, y)
+    return float((model.predict(test_x) == test_y).mean())
+
+
+def run_task(name, task, train, test, n, batch_size, max_new_tokens, label_threshold, backend, embedder, seed):
+    from curate.generate import (
+        DuplicateFilter, FormatFilter, Generator, LabelConsistencyFilter, LengthFilter, generate_accepted,
+    )
+    from curate.index import EmbeddingIndex
+
+    labels = sorted({lab for _, lab in train})
+    rng = random.Random(seed)
+    by_label = {lab: [t for t, y in train if y == lab] for lab in labels}
+    shots = {lab: rng.sample(texts, 3) for lab, texts in by_label.items()}  # a handful of seed examples per label
+    clock = time.perf_counter()
+    pool_texts = [t for t, _ in train]
+    index = EmbeddingIndex.from_vectors(embedder.encode(pool_texts), kind="auto")
+    dup = DuplicateFilter(embedder, threshold=0.92, pool_texts=pool_texts, index=index)
+    filters = [LengthFilter(min_chars=12, max_chars=300), FormatFilter(), dup,
+               LabelConsistencyFilter(backend, labels, threshold=label_threshold)]
+    gen = Generator(backend, temperature=0.9, max_new_tokens=max_new_tokens)
+    before = (backend.usage.input_tokens, backend.usage.output_tokens)
+    result = generate_accepted(lambda k, r: gen.for_labels(task, labels, k, rng=r, examples=shots), filters, n,
+                               rng=np.random.default_rng(seed), backends=[backend], batch_size=batch_size,
+                               max_batches=max(60, 6 * n // batch_size))
+    gen_seconds = time.perf_counter() - clock
+    tokens = (backend.usage.input_tokens - before[0], backend.usage.output_tokens - before[1])
+    accepted = [(c.text, c.label) for c in result.accepted]
+    test_x = embedder.encode([t for t, _ in test])
+    test_y = np.array([lab for _, lab in test])
+    acc_gen = accuracy(embedder, accepted, test_x, test_y)
+    acc_real = [accuracy(embedder, random.Random(s).sample(train, len(accepted)), test_x, test_y) for s in range(3)]
+    rep = result.report
+    dup_seen = rep.seen.get("duplicate", 0)
+    out = {
+        "task": name, "labels": labels, "accepted": len(accepted), "generated": rep.generated,
+        "stop_reason": result.stop_reason, "generation_seconds": gen_seconds, "tokens_in_out": tokens,
+        "acceptance_by_filter": {f: 1 - rep.rejected[f] / max(rep.seen[f], 1) for f in rep.seen},
+        "rejected_by_filter": dict(rep.rejected), "reasons": {f: dict(c) for f, c in rep.reasons.items()},
+        "duplicate_rate_vs_pool": (rep.reasons.get("duplicate", {}).get("near duplicate of the pool", 0)
+                                   + rep.reasons.get("duplicate", {}).get("exact duplicate", 0)) / max(dup_seen, 1),
+        "label_counts": {lab: sum(1 for _, y in accepted if y == lab) for lab in labels},
+        "accuracy_generated_only": acc_gen, "accuracy_random_real_mean": float(np.mean(acc_real)),
+        "accuracy_random_real_sd": float(np.std(acc_real)), "test_size": len(test),
+        "examples": accepted[:8],
+    }
+    print(f"\n=== {name}: {len(accepted)} accepted of {rep.generated} generated in {gen_seconds:.0f}s "
+          f"({tokens[0]} in / {tokens[1]} out tokens) ===")
+    print(rep.describe())
+    print(f"duplicate rate against the real pool: {out['duplicate_rate_vs_pool']:.1%} of candidates reaching that filter")
+    print(f"accepted per label: {out['label_counts']}")
+    print(f"accuracy on the real test set ({len(test)}): generated-only {acc_gen:.3f} vs {len(accepted)} random real "
+          f"{np.mean(acc_real):.3f} ± {np.std(acc_real):.3f} (3 draws)")
+    for text, label in accepted[:5]:
+        print(f"   [{label}] {text}")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=36)
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(2)
+    from curate.backends import load_backend
+    from curate.embed import load_embedder
+
+    n = 16 if args.quick else args.n
+    print(f"load average at start {os.getloadavg()}; n = {n} accepted per task")
+    start = time.perf_counter()
+    backend = load_backend("hf", device="cpu", max_batch_size=args.batch_size)
+    embedder = load_embedder()
+    results = [
+        run_task("sst2", "movie review sentiment (positive or negative)", load_sst2("train"), load_sst2("test"), n,
+                 args.batch_size, args.max_new_tokens, 0.5, backend, embedder, seed=0),
+        run_task("trec", "question type classification (what kind of answer the question asks for)", load_trec("train"),
+                 load_trec("test"), n, args.batch_size, args.max_new_tokens, 0.3, backend, embedder, seed=0),
+    ]
+    total = time.perf_counter() - start
+    print(f"\ntotal wall time {total:.0f}s; load average at end {os.getloadavg()}")
+    OUT.mkdir(exist_ok=True)
+    path = OUT / ("generate_quick.json" if args.quick else "generate.json")
+    path.write_text(json.dumps({"results": results, "wall_seconds": total, "n": n}, indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
