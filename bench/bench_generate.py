@@ -60,7 +60,12 @@ def accuracy(embedder, train: list[tuple[str, str]], test_x: np.ndarray, test_y:
 
 def run_task(name, task, train, test, n, batch_size, max_new_tokens, label_threshold, backend, embedder, seed):
     from curate.generate import (
-        DuplicateFilter, FormatFilter, Generator, LabelConsistencyFilter, LengthFilter, generate_accepted,
+        DuplicateFilter,
+        FormatFilter,
+        Generator,
+        LabelConsistencyFilter,
+        LengthFilter,
+        generate_accepted,
     )
     from curate.index import EmbeddingIndex
 

@@ -303,7 +303,13 @@ def _generate(args) -> int:
     from curate.backends import load_backend
     from curate.embed import load_embedder
     from curate.generate import (
-        DuplicateFilter, FormatFilter, Generator, JudgeFilter, LabelConsistencyFilter, LengthFilter, generate_accepted,
+        DuplicateFilter,
+        FormatFilter,
+        Generator,
+        JudgeFilter,
+        LabelConsistencyFilter,
+        LengthFilter,
+        generate_accepted,
     )
     from curate.index import EmbeddingIndex
     from curate.ledger import Ledger, Prices

@@ -55,7 +55,8 @@ def kcenter_reference(x: np.ndarray, cand: np.ndarray, centers: list[int], k: in
     return picks, scores
 
 
-def votek_reference(x: np.ndarray, k: int, rho: float, budget: int, confidence=None, second: int = 0) -> tuple[list[int], list[float]]:
+def votek_reference(x: np.ndarray, k: int, rho: float, budget: int, confidence=None,
+                    second: int = 0) -> tuple[list[int], list[float]]:
     """Vote-k straight from its definition, every score recomputed from scratch at every step."""
     n = len(x)
     sims = x.astype(np.float64) @ x.astype(np.float64).T
@@ -194,7 +195,8 @@ def test_votek_confidence_stage_matches_direct_recomputation():
     np.testing.assert_allclose(sel.scores, scores, rtol=1e-6)  # float32 scores
     assert sel.info["confidence_stage"] == 6
     # Without probabilities the whole budget comes from the graph.
-    plain = VoteK(k=4, confidence_fraction=0.6).select(PoolState(size=70, index=flat(x)), 10, rng=np.random.default_rng(0))
+    plain = VoteK(k=4, confidence_fraction=0.6).select(PoolState(size=70, index=flat(x)), 10,
+                                                       rng=np.random.default_rng(0))
     assert plain.ids.tolist() == votek_reference(x, 4, 10.0, 10)[0]
 
 
@@ -224,10 +226,10 @@ def test_badge_distances_equal_the_materialised_embeddings():
     rows = np.array([0, 5, 39])
     want = ((g[:, None, :] - g[None, rows, :]) ** 2).sum(axis=2)
     np.testing.assert_allclose(gradient_sq_distances(probs, h, rows), want, rtol=1e-10, atol=1e-12)
-    # The predicted class carries the -1: a confident correct-looking row has a small but non-zero gradient.
-    confident = np.array([[0.9, 0.1], [0.5, 0.5]])
-    hh = np.ones((2, 3))
-    assert gradient_sq_distances(confident, hh, [1])[0, 0] == pytest.approx(((np.array([-0.1, 0.1]) - np.array([-0.5, 0.5])) ** 2).sum() * 3)
+    # The predicted class carries the -1: a = p - onehot(argmax p), so [0.9, 0.1] -> [-0.1, 0.1] and
+    # [0.5, 0.5] -> [-0.5, 0.5] (ties: the first class); with h = ones(3), ||g_0 - g_1||^2 = 0.32 * 3.
+    two = gradient_sq_distances(np.array([[0.9, 0.1], [0.5, 0.5]]), np.ones((2, 3)), [1])
+    assert two[0, 0] == pytest.approx(((np.array([-0.1, 0.1]) - np.array([-0.5, 0.5])) ** 2).sum() * 3)
 
 
 @pytest.mark.parametrize("source", ["features", "index"])
@@ -317,6 +319,18 @@ def test_candidates_missing_from_the_index_are_named():
     state = PoolState(size=12, index=flat(x))  # ids 10 and 11 are candidates but not indexed
     with pytest.raises(DataError, match="not in the index"):
         KCenterGreedy().select(state, 2, rng=np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_position_lookup_fast_path_agrees_with_the_index(shuffled):
+    ids = np.arange(1500) * 7 + 2
+    if shuffled:
+        ids = np.random.default_rng(0).permutation(ids)
+    index = flat(gaussian(1500, 4, seed=18), ids)
+    query = np.random.default_rng(1).permutation(ids)[:1200]
+    assert div._index_positions(index, query, "t").tolist() == index.positions(query).tolist()
+    with pytest.raises(DataError, match="not in the index"):
+        div._index_positions(index, np.r_[query, 3], "t")
 
 
 def test_registry_builds_the_diversity_strategies():

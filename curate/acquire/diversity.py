@@ -39,6 +39,13 @@ def _empty() -> Selection:
 
 
 def _index_positions(index, ids: np.ndarray, who: str, what: str = "candidate") -> np.ndarray:
+    ids = np.asarray(ids, dtype=np.int64)
+    indexed = index.ids
+    if len(indexed) > 1 and len(ids) > 1000 and bool((indexed[1:] > indexed[:-1]).all()):
+        # Ids in increasing order (the usual case): a vectorised look-up instead of one dict probe per id.
+        pos = np.clip(np.searchsorted(indexed, ids), 0, len(indexed) - 1)
+        if (indexed[pos] == ids).all():
+            return pos.astype(np.int64)
     try:
         return index.positions(ids)
     except DataError as err:
@@ -118,7 +125,8 @@ class KCenterGreedy:
         sim[cand_rows] = -np.inf
         labeled = np.unique(state.labeled)
         if len(labeled):
-            centers = _as_matrix(_rows(vectors, np.sort(_index_positions(index, labeled, "KCenterGreedy", "labelled"))))
+            at = np.sort(_index_positions(index, labeled, "KCenterGreedy", "labelled"))
+            centers = _as_matrix(_rows(vectors, at))
             _update_max_similarity(x, sim, centers, self.chunk)
         picks, scores = self._greedy(x, sim, k, cand_rows, labeled_start=len(labeled) > 0, rng=rng)
         logger.info("kcenter: selected %d of %d candidates from %d labelled centers; last distance %.4g",
@@ -140,7 +148,8 @@ class KCenterGreedy:
                 scores[t] = max(0.0, 2.0 - 2.0 * float(sim[pick]))
             picks[t] = pick
             if t + 1 < k:
-                np.dot(x, x[pick], out=buf)  # the one pass over the matrix per pick
+                # The one pass over the matrix per pick: a BLAS matrix-vector product (threaded by BLAS).
+                np.dot(x, x[pick], out=buf)
                 np.maximum(sim, buf, out=sim)
             sim[pick] = np.inf
         return picks, scores
@@ -193,7 +202,9 @@ class KMeansCentroids:
         sample = np.sort(rng.choice(n, size=min(n, max(32 * k, 10_000)), replace=False))
         init = x[sample[_kmeanspp(x[sample], k, rng)]]
         if self.n_iter > 0:
-            kmeans = faiss.Kmeans(d, k, niter=self.n_iter, seed=int(rng.integers(2**31 - 1)), verbose=False)
+            # min_points_per_centroid=1: small pools are legitimate here, not a reason to warn on stderr.
+            kmeans = faiss.Kmeans(d, k, niter=self.n_iter, seed=int(rng.integers(2**31 - 1)), verbose=False,
+                                  min_points_per_centroid=1)
             kmeans.train(x, init_centroids=init)
             centroids = np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
         else:
@@ -324,7 +335,7 @@ class VoteK:
             graph.pick(row)
             picks.append(row)
         if second:
-            confidence = np.asarray(state.probs, dtype=np.float64)[ids].max(axis=1)
+            confidence = np.asarray(state.probs)[ids].max(axis=1)
             left = np.flatnonzero(~graph.selected)
             left = left[np.argsort(confidence[left], kind="stable")]  # least confident first
             left = left[: max(second, int(0.9 * len(left)))]
