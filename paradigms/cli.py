@@ -13,7 +13,20 @@ from curate.cli import main as core_main
 
 __all__ = ["EXTENSIONS", "main"]
 
-EXTENSIONS: list = []  # filled as paradigms land: icl, sft, preference (prefs), distill
+def _icl(subparsers) -> dict:
+    from curate.paradigms.icl.cli import register
+
+    return register(subparsers)
+
+
+def _prefs(subparsers) -> dict:
+    from curate.paradigms.preference.cli import register
+
+    return register(subparsers)
+
+
+# One per paradigm that has landed (sft and distill come later).
+EXTENSIONS: list = [_icl, _prefs]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

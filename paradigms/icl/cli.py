@@ -1,0 +1,306 @@
+"""``curate icl select | annotate | eval``: argument builders and handlers, wired by ``curate.cli``.
+
+Each command reads an optional recipe (``recipes/icl-*.yaml``, mirroring
+:class:`~curate.paradigms.icl.config.ICLConfig`), then ``--set a.b=value`` overrides, then its own
+flags. Handlers return an exit code and raise ``CurateError`` for the CLI to print.
+
+* ``select``: per test input, the demonstrations and the rendered prompt -> JSONL rows with
+  ``input_id``, ``text``, ``prompt``, ``options``, ``demonstration_ids`` (and ``label`` when known).
+* ``annotate``: selective annotation under a budget into a run folder (journal, resumable) and
+  ``demonstrations.jsonl`` (the annotated examples, to use as the pool of ``select``/``eval``).
+* ``eval``: accuracy on labelled test inputs, raw and calibrated, mean +- sd over seeds -> JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from curate.errors import ConfigError
+
+__all__ = ["add_annotate_arguments", "add_eval_arguments", "add_select_arguments", "register", "run_annotate",
+           "run_eval", "run_select"]
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------- arguments
+
+
+def _common(p: argparse.ArgumentParser, *, inputs: bool) -> None:
+    p.add_argument("recipe", nargs="?", default=None, help="YAML recipe (see recipes/icl-*.yaml); optional")
+    p.add_argument("--pool", default=None, help="the labelled pool (select/eval) or the pool to annotate; "
+                   "overrides pool.path")
+    if inputs:
+        p.add_argument("--inputs", default=None, help="the test inputs; overrides inputs.path")
+    p.add_argument("--labels", default=None, help="comma-separated label set (default: the labels in the pool)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override a recipe value, e.g. retrieve.k=8 or prompt.chat=true; repeatable")
+
+
+def add_select_arguments(p: argparse.ArgumentParser) -> None:
+    """``curate icl select``: demonstrations and prompts for each test input."""
+    _common(p, inputs=True)
+    p.add_argument("--out", required=True, help="output JSONL, one prompt per test input")
+    p.add_argument("--seed", type=int, default=None, help="seed for random retrieval or order (default: recipe seed)")
+
+
+def add_annotate_arguments(p: argparse.ArgumentParser) -> None:
+    """``curate icl annotate``: selective annotation under a budget."""
+    _common(p, inputs=False)
+    p.add_argument("--out", required=True, help="run folder: journal (resumable), demonstrations.jsonl")
+    p.add_argument("--strategy", default=None, help="votek, kcenter, kmeans, random or uncertainty")
+    p.add_argument("--budget", type=int, default=None, help="labels to buy")
+
+
+def add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    """``curate icl eval``: accuracy of the LM with the chosen demonstrations."""
+    _common(p, inputs=True)
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (default: evaluate.seeds)")
+
+
+def register(subparsers) -> dict[str, Any]:
+    """Add ``icl`` and its actions to the ``curate`` parser (a ``curate.cli`` extension); returns
+    ``{"icl": handler}``."""
+    icl = subparsers.add_parser("icl", help="in-context learning: demonstrations per input, selective annotation, eval")
+    sub = icl.add_subparsers(dest="icl_command", required=True, metavar="ACTION")
+    add_select_arguments(sub.add_parser("select", help="per test input, demonstrations and the prompt -> JSONL"))
+    add_annotate_arguments(sub.add_parser("annotate", help="selective annotation under a budget (vote-k, ...)"))
+    add_eval_arguments(sub.add_parser("eval", help="accuracy with the chosen demonstrations, mean +- sd over seeds"))
+    handlers = {"select": run_select, "annotate": run_annotate, "eval": run_eval}
+    return {"icl": lambda args: handlers[args.icl_command](args)}
+
+
+# ---------------------------------------------------------------------------------------------- shared steps
+
+
+def _config(args, **flags: Any):
+    from curate.paradigms.icl.config import load_icl_config
+
+    config = load_icl_config(args.recipe, args.overrides)
+    if args.pool:
+        config.pool.path = args.pool
+    if getattr(args, "inputs", None):
+        from curate.config import PoolConfig
+
+        config.inputs = config.inputs or PoolConfig()
+        config.inputs.path = args.inputs
+    if args.labels:
+        config.labels = [c.strip() for c in args.labels.split(",") if c.strip()]
+    for key, value in flags.items():
+        if value is not None:
+            section, name = key.split(".")
+            setattr(getattr(config, section), name, value)
+    if not config.pool.path:
+        raise ConfigError("No pool: pass --pool PATH or set pool.path in the recipe.")
+    return config
+
+
+def _load(pc, require: tuple[str, ...]):
+    from curate.pool import load_pool
+
+    return load_pool(pc.path, columns=pc.columns, id_column=pc.id_column, format=pc.format, split=pc.split,
+                     require=require)
+
+
+def _labels(config, pool) -> list[str]:
+    if config.labels:
+        return [str(c) for c in config.labels]
+    if "label" not in pool.roles:
+        raise ConfigError("No label set: pass --labels a,b,... or set labels in the recipe.")
+    found = sorted({str(v) for v in pool.column("label") if v is not None})
+    logger.info("label set taken from the pool: %s", found)
+    return found
+
+
+def _backend(config):
+    from curate.backends import load_backend
+
+    kwargs = {"device": config.lm.device} if config.lm.backend != "openai" else {}
+    if config.lm.base_url:
+        kwargs["base_url"] = config.lm.base_url
+    return load_backend(config.lm.backend, config.lm.model, **kwargs)
+
+
+def _labelled_set(pool, labels: list[str]):
+    """Pool ids, labels and texts of the rows whose label is in the label set."""
+    import numpy as np
+
+    raw = [str(v) if v is not None else None for v in pool.column("label")]
+    keep = np.array([i for i, v in enumerate(raw) if v in labels], dtype=np.int64)
+    if not len(keep):
+        raise ConfigError(f"No row of {pool.source} has a label in {labels}. Labels found: "
+                          f"{sorted({v for v in raw if v is not None})[:10]}.")
+    return keep, [raw[i] for i in keep], pool.texts(keep)
+
+
+def _retrieval_parts(config, pool, labels, backend):
+    from curate.paradigms.icl.prompts import PromptBuilder
+    from curate.paradigms.icl.retrieve import DemonstrationRetriever
+
+    from curate.embed import load_embedder
+    from curate.index import EmbeddingIndex
+
+    embedder = load_embedder(config.embedder)
+    ids, demo_labels, texts = _labelled_set(pool, labels)
+    index = EmbeddingIndex.from_vectors(embedder.encode(texts), ids, model=embedder.name)
+    builder = PromptBuilder.for_backend(config.prompt, labels, backend)
+    retriever = DemonstrationRetriever(config.retrieve, index=index, ids=ids, labels=demo_labels, texts=texts,
+                                       backend=backend, builder=builder)
+    return embedder, builder, retriever
+
+
+def _inputs(config, require):
+    if config.inputs is None or not config.inputs.path:
+        raise ConfigError("No test inputs: pass --inputs PATH or set inputs.path in the recipe.")
+    return _load(config.inputs, require)
+
+
+# ---------------------------------------------------------------------------------------------- select
+
+
+def run_select(args) -> int:
+    import numpy as np
+    from curate.paradigms.icl.evaluate import build_prompts
+
+    config = _config(args)
+    pool = _load(config.pool, ("text", "label"))
+    inputs = _inputs(config, ("text",))
+    labels = _labels(config, pool)
+    backend = _backend(config)
+    embedder, builder, retriever = _retrieval_parts(config, pool, labels, backend)
+    texts = inputs.texts()
+    seed = config.seed if args.seed is None else args.seed
+    rng = np.random.default_rng(seed)
+    vectors = embedder.encode(texts) if config.retrieve.method == "knn" else None
+    demos = retriever.retrieve(vectors, query_texts=texts, rng=rng)
+    prompts = build_prompts(builder, texts, demos, order=config.retrieve.order, rng=rng)
+    keys = pool.column("key") if "key" in pool.columns else None
+    gold = [str(v) for v in inputs.column("label")] if "label" in inputs.roles else None
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", encoding="utf-8") as handle:
+        for i, (text, prompt) in enumerate(zip(texts, prompts, strict=True)):
+            row = {"input_id": int(inputs.ids[i]), "text": text, "prompt": prompt.text, "options": builder.options,
+                   "demonstration_ids": prompt.demo_ids, "demonstration_labels": [d.label for d in prompt.demos]}
+            if "key" in inputs.columns:
+                row["input_key"] = inputs.column("key")[i]
+            if keys is not None:
+                row["demonstration_keys"] = [keys[d] for d in prompt.demo_ids]
+            if prompt.dropped:
+                row["dropped_demonstrations"] = prompt.dropped
+            if gold is not None:
+                row["label"] = gold[i]
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    dropped = sum(p.dropped for p in prompts)
+    print(f"Wrote {len(prompts)} prompts ({config.retrieve.method}, k={config.retrieve.k}, "
+          f"rerank={config.retrieve.rerank}) to {out}" + (f"; {dropped} demonstrations dropped to fit" if dropped else ""))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- annotate
+
+
+def run_annotate(args) -> int:
+    from curate.paradigms.icl.annotate import plan_annotation, select_and_annotate
+    from curate.paradigms.icl.prompts import PromptBuilder
+
+    from curate.embed import load_embedder
+    from curate.index import EmbeddingIndex
+    from curate.ledger import Ledger, Prices
+    from curate.run import build_annotator
+
+    config = _config(args, **{"annotate.strategy": args.strategy, "annotate.budget": args.budget})
+    # __post_init__ checks do not rerun on attribute changes: check the flags' values here.
+    type(config.annotate)(**vars(config.annotate))
+    pool = _load(config.pool, ("text",))
+    labels = _labels(config, pool)
+    config.labels = labels  # the annotators read the label set from the config
+    embedder = load_embedder(config.embedder)
+    index = EmbeddingIndex.from_pool(pool, embedder)
+    cache: dict[str, Any] = {}
+
+    def backend_factory():
+        if "lm" not in cache:
+            cache["lm"] = _backend(config)
+        return cache["lm"]
+
+    annotator = build_annotator(config, pool, index, backend_factory)
+    backend = builder = None
+    if config.annotate.strategy == "uncertainty":
+        backend = backend_factory()
+        builder = PromptBuilder.for_backend(config.prompt, labels, backend)
+    plan = plan_annotation(config.annotate, backend=backend, builder=builder)
+    p = config.prices
+    ledger = Ledger(Prices(p.human_per_label, p.llm_input_per_million, p.llm_output_per_million, p.currency))
+    out = Path(args.out)
+    result = select_and_annotate(pool, index, plan, annotator=annotator, classes=labels, run_dir=out, seed=config.seed,
+                                 ledger=ledger)
+    keys = pool.column("key") if "key" in pool.columns else None
+    ids = sorted(result.labels)
+    texts = pool.texts(ids) if ids else []
+    with open(out / "demonstrations.jsonl", "w", encoding="utf-8") as handle:
+        for i, text in zip(ids, texts, strict=True):
+            row = {"id": int(i), "text": text, "label": str(result.labels[i])}
+            if keys is not None:
+                # Under the pool's own id column, so that the same recipe reads this file as --pool.
+                row[config.pool.id_column] = keys[i]
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    print(f"{config.annotate.strategy}: {len(ids)} of {len(pool)} examples annotated ({result.stop_reason}); "
+          f"{result.ledger.describe()}")
+    print(f"Demonstrations: {out / 'demonstrations.jsonl'} (use it as --pool of `curate icl select` / `eval`)")
+    if result.waiting:
+        print(f"Waiting for people to label the exported batch; then run the same command again to resume {out}.")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- eval
+
+
+def run_eval(args) -> int:
+    from curate.paradigms.icl.evaluate import evaluate_icl, mean_sd
+
+    config = _config(args)
+    if args.seeds:
+        try:
+            config.evaluate.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ConfigError(f"--seeds takes comma-separated integers, e.g. 0,1,2. Got '{args.seeds}'.") from None
+    pool = _load(config.pool, ("text", "label"))
+    inputs = _inputs(config, ("text", "label"))
+    labels = _labels(config, pool)
+    backend = _backend(config)
+    embedder, builder, retriever = _retrieval_parts(config, pool, labels, backend)
+    texts = inputs.texts()
+    gold = [str(v) for v in inputs.column("label")]
+    unknown = sorted(set(gold) - set(labels))
+    if unknown:
+        raise ConfigError(f"Test labels {unknown[:5]} are not in the label set {labels}.")
+    vectors = embedder.encode(texts) if config.retrieve.method == "knn" else None
+    runs = []
+    for seed in config.evaluate.seeds:
+        result = evaluate_icl(backend, builder, retriever, texts, gold, vectors, order=config.retrieve.order, seed=seed,
+                              calibrate=config.evaluate.calibrate, content_free=config.evaluate.content_free)
+        runs.append({"seed": seed, **result.summary()})
+        cal = "" if result.calibrated_accuracy is None else f", calibrated {result.calibrated_accuracy:.4f}"
+        print(f"seed {seed}: accuracy {result.accuracy:.4f}{cal} ({result.inputs_per_second:.2f} inputs/s)")
+    acc = mean_sd([r["accuracy"] for r in runs])
+    summary = {"accuracy_mean": acc[0], "accuracy_sd": acc[1]}
+    line = f"accuracy {acc[0]:.4f} +- {acc[1]:.4f}"
+    if config.evaluate.calibrate:
+        cal = mean_sd([r["calibrated_accuracy"] for r in runs])
+        summary.update(calibrated_accuracy_mean=cal[0], calibrated_accuracy_sd=cal[1])
+        line += f"; calibrated {cal[0]:.4f} +- {cal[1]:.4f}"
+    print(f"{len(texts)} inputs, {len(runs)} seed(s): {line}")
+    if args.out:
+        from curate.config import to_dict
+
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"config": to_dict(config), "runs": runs, "summary": summary}, indent=2))
+        print(f"Results: {out}")
+    return 0

@@ -1,0 +1,207 @@
+"""Option log-probs for many prompts that share heads: the ICL evaluation's inner loop.
+
+ICL prompts repeat themselves: the prompt of a test input and its content-free twins (contextual
+calibration) differ only after the demonstrations; with a fixed demonstration set every prompt
+shares everything but the input. The core's ``TransformersBackend.option_logprobs`` reuses one head
+shared by *all* prompts of a call; here prompts come in *groups* (by a key the caller gives, e.g.
+the demonstration ids), and each group's head runs once:
+
+1. the heads of several groups run as one batch (right-padded), keeping their KV cache;
+2. the cache rows are repeated for each group's tails, and all tails run as one batch after them,
+   with explicit position ids (``head length + i``), so padding inside the cache changes nothing;
+3. only the last position of each tail goes through the LM head (no logits elsewhere).
+
+Heads and tails are cut at token level (the longest common prefix of a group's tokenised prompts),
+so the result is the same as scoring each full prompt alone. Other backends (vLLM, HTTP servers,
+test fakes) and options that are not single distinct tokens go to ``backend.option_logprobs``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from curate.backends.base import log_softmax_rows
+from curate.errors import ConfigError
+
+__all__ = ["ScoringStats", "score_options"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ScoringStats:
+    """What a call cost: prompts scored, tokens that went through the model, and tokens saved by sharing."""
+
+    prompts: int = 0
+    forward_tokens: int = 0
+    shared_tokens: int = 0  # tokens that would have run again without head sharing
+    groups: int = 0
+
+
+def _hf_parts(backend):
+    """(model, tokenizer, prefix ids, context) for a transformers backend, else None."""
+    try:
+        from curate.backends.hf import TransformersBackend
+    except ImportError:  # pragma: no cover - ships with curate
+        return None
+    if not isinstance(backend, TransformersBackend):
+        return None
+    tok = backend.tokenizer
+    prefix = [tok.bos_token_id] if getattr(tok, "add_bos_token", False) and tok.bos_token_id is not None else []
+    return backend.model, tok, prefix, backend.context_length
+
+
+def score_options(backend, prompts: Sequence[str], options: Sequence[str], *, groups: Sequence[Hashable] | None = None,
+                  max_batch_tokens: int = 4096, max_batch_size: int = 16, stats: ScoringStats | None = None) -> np.ndarray:
+    """``(len(prompts), len(options))`` log-probs of each option after each prompt, renormalised over
+    the options (log-softmax per row).
+
+    Args:
+        groups: one key per prompt; prompts with equal keys share a head (e.g. the same
+            demonstrations) that runs once. None: each prompt alone (still batched).
+        max_batch_tokens / max_batch_size: the padded tokens and rows of one forward batch.
+        stats: filled with what the call cost, when given.
+    """
+    prompts = list(prompts)
+    options = list(options)
+    if len(options) < 2 or len(set(options)) != len(options):
+        raise ConfigError(f"score_options needs at least two distinct options. Got {options!r}.")
+    if groups is not None and len(groups) != len(prompts):
+        raise ConfigError(f"'groups' must have one key per prompt: {len(groups)} keys for {len(prompts)} prompts.")
+    stats = stats if stats is not None else ScoringStats()
+    stats.prompts += len(prompts)
+    if not prompts:
+        return np.zeros((0, len(options)))
+    parts = _hf_parts(backend)
+    option_ids = None
+    if parts is not None:
+        first = [parts[1].encode(o, add_special_tokens=False) for o in options]
+        if all(len(t) == 1 for t in first) and len({t[0] for t in first}) == len(first):
+            option_ids = [t[0] for t in first]
+        else:
+            logger.info("options %s are not single distinct tokens: scoring through backend.option_logprobs", options)
+    if option_ids is None:
+        out = np.asarray(backend.option_logprobs(prompts, options, normalize=True), dtype=np.float64)
+        if out.shape != (len(prompts), len(options)):
+            raise ConfigError(f"option_logprobs returned shape {out.shape}; expected ({len(prompts)}, {len(options)}).")
+        return out
+    model, tok, prefix, context = parts
+    seqs = []
+    for p in prompts:
+        ids = prefix + tok.encode(p, add_special_tokens=False)
+        if len(ids) > context:
+            ids = ids[-context:]  # as the backend does: the end of the prompt is where the answer goes
+        if len(ids) < 2:
+            raise ConfigError(f"score_options needs prompts of at least two tokens; {p!r} has {len(ids)}.")
+        seqs.append(ids)
+    keys = list(range(len(prompts))) if groups is None else list(groups)
+    members: dict[Hashable, list[int]] = {}
+    for i, key in enumerate(keys):
+        members.setdefault(key, []).append(i)
+    units = []  # (head ids, [(prompt position, tail ids)])
+    for rows in members.values():
+        head = _common_prefix_length([seqs[i] for i in rows])
+        head = min(head, min(len(seqs[i]) for i in rows) - 1)  # every prompt keeps at least its last token
+        if head == 0:  # nothing shared after all: each prompt is its own unit
+            units += [(seqs[i][:-1], [(i, seqs[i][-1:])]) for i in rows]
+            continue
+        units.append((seqs[rows[0]][:head], [(i, seqs[i][head:]) for i in rows]))
+        stats.shared_tokens += head * (len(rows) - 1)
+    stats.groups += len(units)
+    out = np.zeros((len(prompts), len(options)), dtype=np.float64)
+    _run_units(model, units, option_ids, out, max_batch_tokens, max_batch_size, stats)
+    if hasattr(backend, "usage"):
+        backend.usage.add(stats.forward_tokens, 0, kind="options")
+    return log_softmax_rows(out)
+
+
+def _common_prefix_length(seqs: list[list[int]]) -> int:
+    first = seqs[0]
+    n = min(len(s) for s in seqs)
+    for s in seqs[1:]:
+        i = 0
+        while i < n and s[i] == first[i]:
+            i += 1
+        n = i
+    return n
+
+
+def _cache_kwarg(backbone) -> str:
+    """transformers 5 renamed ``past_key_values`` to ``cache``; use whichever this model takes."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(backbone.forward).parameters else "past_key_values"
+
+
+def _run_units(model, units, option_ids: list[int], out: np.ndarray, max_batch_tokens: int, max_batch_size: int,
+               stats: ScoringStats) -> None:
+    import torch
+
+    backbone = getattr(model, model.base_model_prefix, None)
+    head_layer = model.get_output_embeddings()
+    if backbone is None or head_layer is None:
+        raise ConfigError(f"{type(model).__name__} exposes no backbone/LM head pair; it cannot be scored.")
+    cache_kw = _cache_kwarg(backbone)
+    device = model.device
+    pad = 0
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    opt = torch.tensor(option_ids, dtype=torch.long, device=device)
+    # Longest heads first, so that a batch's heads have similar lengths (little padding).
+    order = sorted(range(len(units)), key=lambda u: -len(units[u][0]))
+    batch: list[int] = []
+    for u in [*order, None]:
+        if u is not None:
+            widest = max([len(units[b][0]) for b in batch] + [len(units[u][0])])
+            if not batch or (len(batch) + 1) * widest <= max_batch_tokens and len(batch) < max_batch_size:
+                batch.append(u)
+                continue
+        if not batch:
+            break
+        heads = [units[b][0] for b in batch]
+        width = max(len(h) for h in heads)
+        ids = torch.full((len(heads), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(heads), width), dtype=torch.long)
+        for r, h in enumerate(heads):
+            ids[r, : len(h)] = torch.tensor(h)
+            mask[r, : len(h)] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        with torch.inference_mode():
+            result = backbone(input_ids=ids, attention_mask=mask, use_cache=True)
+        cache = getattr(result, "cache", None) or result.past_key_values
+        stats.forward_tokens += int(mask.sum())
+        tails = [(r, pos, tail) for r, b in enumerate(batch) for pos, tail in units[b][1]]
+        tails.sort(key=lambda t: -len(t[2]))
+        step = max(1, min(max_batch_size, max_batch_tokens // max(1, width + len(tails[0][2]))))
+        for start in range(0, len(tails), step):
+            chunk = tails[start:start + step]
+            rows = torch.tensor([r for r, _, _ in chunk], dtype=torch.long, device=device)
+            tw = max(len(t) for _, _, t in chunk)
+            t_ids = torch.full((len(chunk), tw), pad, dtype=torch.long)
+            t_mask = torch.zeros((len(chunk), tw), dtype=torch.long)
+            positions = torch.zeros((len(chunk), tw), dtype=torch.long)
+            for j, (r, _, t) in enumerate(chunk):
+                t_ids[j, : len(t)] = torch.tensor(t)
+                t_mask[j, : len(t)] = 1
+                # Positions continue each row's own head, not the padded width: RoPE sees the same
+                # offsets as in the unpadded prompt, while the mask hides the head's padding.
+                positions[j] = len(heads[r]) + torch.arange(tw)
+            t_ids, t_mask, positions = t_ids.to(device), t_mask.to(device), positions.to(device)
+            rows_cache = copy.deepcopy(cache)
+            rows_cache.batch_select_indices(rows)
+            full_mask = torch.cat([mask[rows], t_mask], dim=1)
+            with torch.inference_mode():
+                hidden = backbone(input_ids=t_ids, attention_mask=full_mask, position_ids=positions, use_cache=True,
+                                  **{cache_kw: rows_cache}).last_hidden_state
+                last = torch.tensor([len(t) - 1 for _, _, t in chunk], dtype=torch.long, device=device)
+                logits = head_layer(hidden[torch.arange(len(chunk), device=device), last]).float()
+                if cap:
+                    logits = cap * torch.tanh(logits / cap)
+                logp = torch.log_softmax(logits, dim=-1)[:, opt]
+            stats.forward_tokens += int(t_mask.sum())
+            out[[pos for _, pos, _ in chunk]] = logp.double().cpu().numpy()
+        batch = [u] if u is not None else []

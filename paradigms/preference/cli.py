@@ -1,0 +1,214 @@
+"""``curate prefs``: active preference learning from the command line.
+
+    curate prefs judge PAIRS --out judged.jsonl      # the LLM judge, both orders; agreement with gold labels
+    curate prefs select PAIRS --strategy S --budget K --out picks.jsonl [--policy P --reference R]
+    curate prefs run RECIPE [--out DIR] [--set key=value] [--dry-run]
+    curate prefs resume DIR
+    curate prefs export DIR [--out FILE]
+
+Wired into the console script by ``curate.paradigms.cli`` through :func:`register`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register"]
+
+_FORMATS = ["jsonl", "json", "csv", "tsv", "parquet", "hh_rlhf", "alpaca_eval"]
+
+
+def _pairs_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pairs", help="pairs (prompt/response_a/response_b) or preferences (prompt/chosen/rejected) file")
+    p.add_argument("--format", default="jsonl", choices=_FORMATS, help="file format (default: jsonl)")
+    p.add_argument("--offset", type=int, default=0, help="skip the first N pairs")
+    p.add_argument("--limit", type=int, default=None, help="keep N pairs")
+    p.add_argument("--seed", type=int, default=0, help="seed of the chosen response's position, and of selection")
+
+
+def register(subparsers) -> dict[str, Any]:
+    """Add ``prefs`` and its actions to the ``curate`` parser; returns ``{"prefs": handler}``."""
+    prefs = subparsers.add_parser("prefs", help="active preference pairs: judge, select, run a DPO/reward-model loop")
+    sub = prefs.add_subparsers(dest="prefs_command", required=True, metavar="ACTION")
+
+    judge = sub.add_parser("judge", help="label pairs with the LLM judge (both orders, position bias cancelled)")
+    _pairs_args(judge)
+    judge.add_argument("--out", required=True, help="output .jsonl: label, confidence, both orders' log-odds")
+    judge.add_argument("--lm", default=None, help="judge LM id or path (default: embedded SmolLM2-135M-Instruct)")
+    judge.add_argument("--device", default="auto")
+    judge.add_argument("--no-ties", action="store_true", help="always pick a or b")
+    judge.add_argument("--tie-band", type=float, default=0.05, help="tie when |P(a better) - 0.5| < this (default 0.05)")
+    judge.add_argument("--consistent", action="store_true", help="tie when the two orders disagree (MT-Bench rule)")
+    judge.add_argument("--max-prompt-tokens", type=int, default=256)
+    judge.add_argument("--max-response-tokens", type=int, default=256)
+
+    select = sub.add_parser("select", help="one-shot: the K pairs to label next")
+    _pairs_args(select)
+    select.add_argument("--strategy", required=True, help="random, margin, entropy_certainty, prompt_diversity, margin_diverse")
+    select.add_argument("--budget", type=int, required=True)
+    select.add_argument("--out", required=True, help="output .jsonl with rank, id, score and the pair")
+    select.add_argument("--policy", default=None, help="policy model path (margin and entropy strategies)")
+    select.add_argument("--reference", default=None, help="reference model path (default: the embedded LM)")
+    select.add_argument("--beta", type=float, default=0.1)
+    select.add_argument("--chat", action=argparse.BooleanOptionalAction, default=True,
+                        help="wrap prompts in the chat template when scoring (default: yes)")
+    select.add_argument("--device", default="cpu")
+    select.add_argument("--embedder", default=None)
+
+    run = sub.add_parser("run", help="run an active preference loop from a YAML recipe (recipes/prefs-*.yaml)")
+    run.add_argument("recipe")
+    run.add_argument("--out", default=None, help="run folder (default: runs/<recipe name>)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides")
+    run.add_argument("--dry-run", action="store_true", help="print the most the recipe can spend, spend nothing")
+
+    resume = sub.add_parser("resume", help="continue a prefs run that stopped, paused for people, or was killed")
+    resume.add_argument("run_dir")
+
+    export = sub.add_parser("export", help="write a run's labelled pairs as prompt/chosen/rejected with provenance")
+    export.add_argument("run_dir")
+    export.add_argument("--out", default=None, help=".jsonl or .parquet (default: the recipe's export path)")
+
+    return {"prefs": _handle}
+
+
+def _handle(args) -> int:
+    return {"judge": _judge, "select": _select, "run": _run, "resume": _resume, "export": _export}[args.prefs_command](args)
+
+
+def _judge(args) -> int:
+    import numpy as np
+
+    from curate.backends import load_backend
+    from curate.export import save_dataset
+    from curate.models import DEFAULT_LM
+
+    from .data import load_pair_pool
+    from .judge import PairwiseJudge
+
+    pool = load_pair_pool(args.pairs, args.format, seed=args.seed, offset=args.offset, limit=args.limit)
+    backend = load_backend("hf", args.lm or DEFAULT_LM, device=args.device)
+    judge = PairwiseJudge(backend, ties=not args.no_ties, tie_band=args.tie_band, consistent=args.consistent,
+                          max_prompt_tokens=args.max_prompt_tokens, max_response_tokens=args.max_response_tokens)
+    v = judge.judge(pool.column("prompt"), pool.column("response_a"), pool.column("response_b"))
+    data = pool.dataset.remove_columns(["text"])
+    for name, values in (("judge_label", v.labels), ("confidence", v.confidence.tolist()),
+                         ("logodds_ab", v.logodds_ab.tolist()), ("logodds_ba", v.logodds_ba.tolist()),
+                         ("input_tokens", v.input_tokens)):
+        data = data.add_column(name, values)
+    save_dataset(data, args.out)
+    print(f"Judged {len(pool)} pairs in both orders into {args.out} ({backend.usage.input_tokens} input tokens); "
+          f"mean position bias {float(np.mean(v.position_bias)):+.3f} log-odds toward the first response")
+    if "label" in pool.columns:
+        gold = pool.column("label")
+        for name, labels in (("order a,b only", v.order_labels("ab")), ("order b,a only", v.order_labels("ba")),
+                             ("debiased", v.labels)):
+            decided = [(p, g) for p, g in zip(labels, gold, strict=True) if p != "tie" and g != "tie"]
+            acc = np.mean([p == g for p, g in decided]) if decided else float("nan")
+            print(f"  {name:<15} agreement with gold {acc:.3f} on {len(decided)} decided pairs "
+                  f"({sum(p == 'tie' for p in labels)} judged ties)")
+    return 0
+
+
+def _select(args) -> int:
+    import tempfile
+
+    import numpy as np
+
+    from curate.acquire import PoolState
+    from curate.embed import load_embedder
+    from curate.export import save_dataset
+    from curate.index import EmbeddingIndex
+    from curate.models import DEFAULT_EMBEDDER, DEFAULT_LM, resolve_lm
+
+    from .data import load_pair_pool
+    from .strategies import make_preference_strategy
+
+    pool = load_pair_pool(args.pairs, args.format, seed=args.seed, offset=args.offset, limit=args.limit)
+    strategy = make_preference_strategy(args.strategy)
+    index = None
+    if args.strategy in ("prompt_diversity", "margin_diverse"):  # only these read the prompt index
+        embedder = load_embedder(args.embedder or DEFAULT_EMBEDDER)
+        index = EmbeddingIndex.from_vectors(embedder.encode(pool.column("prompt")), pool.ids, model=embedder.name)
+    arrays = {}
+    if args.policy:
+        from .dpo import DPOLearner
+
+        with tempfile.TemporaryDirectory() as tmp:
+            scorer = DPOLearner(pool, resolve_lm(args.reference or DEFAULT_LM), policy=resolve_lm(args.policy),
+                                run_dir=tmp, beta=args.beta, chat=args.chat, device=args.device)
+            arrays = scorer.arrays()
+    state = PoolState.of(pool, index=index, arrays=arrays)
+    selection = strategy.select(state, args.budget, rng=np.random.default_rng(args.seed))
+    rows = pool.select(selection.ids).remove_columns(["text"])
+    rows = rows.add_column("rank", list(range(1, len(selection.ids) + 1)))
+    scores = selection.scores if selection.scores is not None else np.full(len(selection.ids), np.nan)
+    rows = rows.add_column("score", [float(s) for s in scores])
+    save_dataset(rows, args.out)
+    print(f"Selected {len(selection.ids)} of {len(pool)} pairs ({args.strategy}) into {args.out}")
+    return 0
+
+
+def _report(result, export_path) -> None:
+    print(f"Stopped: {result.stop_reason}")
+    print(f"Ledger: {result.ledger.describe()}")
+    print(f"{'round':>5} {'labels':>6} {'spent':>10} {'accuracy':>8}")
+    for c in result.curve:
+        metric = "" if c["metric"] is None else f"{c['metric']:.4f}"
+        print(f"{c['round']:>5} {c['labels']:>6} {c['spent']:>10.4f} {metric:>8}")
+    print(f"Preference data: {export_path}")
+    print(f"Run folder: {result.run_dir}")
+    if result.waiting:
+        print(f"Label the exported pairs (labels a, b, tie), then: curate prefs resume {result.run_dir}")
+
+
+def _run(args) -> int:
+    from .config import load_prefs_config
+    from .run import start_prefs
+
+    config = load_prefs_config(args.recipe, args.overrides)
+    out = args.out or str(Path("runs") / Path(args.recipe).stem)
+    result, path, worst = start_prefs(config, out, dry_run=args.dry_run)
+    print(f"Worst-case cost: {worst:.4f} {config.prices.currency}")
+    if result is not None:
+        _report(result, path)
+    return 0
+
+
+def _resume(args) -> int:
+    from .run import resume_prefs
+
+    _report(*resume_prefs(args.run_dir))
+    return 0
+
+
+def _export(args) -> int:
+    import yaml
+
+    from curate.errors import ConfigError
+    from curate.export import save_dataset
+
+    from .config import load_prefs_config
+    from .run import build_prefs_loop, export_run
+
+    config_path = Path(args.run_dir) / "prefs.yaml"
+    if not config_path.exists():
+        raise ConfigError(f"{args.run_dir} is not a prefs run folder (no prefs.yaml).")
+    config = load_prefs_config(data=yaml.safe_load(config_path.read_text()))
+    run = build_prefs_loop(config, args.run_dir)
+    if run.loop.run_dir.joinpath("journal.sqlite").exists():
+        # The learner holds no state until fitted: refit it on the journalled labels for the margins.
+        from .export import journal_provenance
+
+        labels, _ = journal_provenance(args.run_dir)
+        ids = sorted(labels)
+        run.learner.fit(ids, [labels[i] for i in ids])
+    path = export_run(run)
+    if args.out:
+        from datasets import Dataset
+
+        path = save_dataset(Dataset.from_json(str(path)), args.out)
+    print(json.dumps({"exported": str(path)}))
+    return 0

@@ -1,0 +1,565 @@
+"""Active ICL: prompts, retrieval on planted geometry, perplexity re-ranking and calibration with scripted
+log-probs, the prefix-sharing scorer against a plain full-logits loop on a tiny LM, vote-k against a direct
+re-computation, selective annotation through the loop, and the CLI handlers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from curate.paradigms.icl.config import (
+    AnnotateConfig,
+    EvaluateConfig,
+    PromptConfig,
+    RetrieveConfig,
+    load_icl_config,
+)
+from curate.paradigms.icl.evaluate import (
+    build_prompts,
+    contextual_calibration,
+    evaluate_icl,
+    evaluate_prompts,
+    mean_sd,
+)
+from curate.paradigms.icl.prompts import Demo, PromptBuilder, display_order
+from curate.paradigms.icl.retrieve import DemonstrationRetriever
+from curate.paradigms.icl.scoring import ScoringStats, score_options
+
+from curate.backends.base import BaseBackend, TokenLogprobs
+from curate.errors import ConfigError
+from curate.index import EmbeddingIndex
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+REVIEW = PromptConfig(input_template="Review: {text}", answer_template="Sentiment: {label}")
+
+
+class Scripted(BaseBackend):
+    """Option probabilities decided by the test input at the end of a prompt (text after the last
+    "Review: "), and perplexities by which scripted key a text (or its prompt) contains."""
+
+    name = "scripted"
+
+    def __init__(self, p_first=None, ppl=None):
+        super().__init__()
+        self.p_first = p_first or {}  # input text -> probability of the first option
+        self.ppl = ppl or {}          # substring -> mean negative log-likelihood
+        self.option_calls: list[list[str]] = []
+        self.ppl_calls: list[tuple[list[str], list[str] | None]] = []
+
+    def chat_prompt(self, messages, *, add_generation_prompt=True):
+        return "|".join(f"{m['role']}:{m['content']}" for m in messages) + ("|assistant:" if add_generation_prompt else "")
+
+    def option_logprobs(self, prompts, options, *, normalize=True):
+        self.option_calls.append(list(prompts))
+        rows = []
+        for p in prompts:
+            x = p.rsplit("Review: ", 1)[1].split("\n", 1)[0]
+            first = self.p_first.get(x, 0.5)
+            rows.append(np.log([first, 1 - first] + [1e-9] * (len(options) - 2)))
+        return np.array(rows)
+
+    def completion_logprobs(self, prompts, completions):
+        out = []
+        for prompt, text in zip(prompts, completions, strict=True):
+            nll = next(v for k, v in self.ppl.items() if k in prompt + text)
+            out.append(TokenLogprobs(("t",), np.array([-nll])))
+        return out
+
+    def perplexity(self, texts, prompts=None):
+        self.ppl_calls.append((list(texts), None if prompts is None else list(prompts)))
+        return super().perplexity(texts, prompts)
+
+
+class HashEmbedder:
+    """An embedder fake: bag of words hashed into 16 dimensions, unit length."""
+
+    name = "hash16"
+    dim = 16
+
+    def encode(self, texts):
+        out = np.zeros((len(texts), 16), dtype=np.float32)
+        for r, text in enumerate(texts):
+            for word in text.split():
+                out[r, sum(map(ord, word)) % 16] += 1
+            out[r, 15] += 0.01  # no all-zero rows
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def planted(q: np.ndarray, cosines, rng) -> np.ndarray:
+    """Unit vectors with exactly the given cosine similarity to unit ``q``."""
+    rows = []
+    for c in cosines:
+        v = rng.normal(size=q.shape)
+        v -= (v @ q) * q
+        v /= np.linalg.norm(v)
+        rows.append(c * q + math.sqrt(1 - c * c) * v)
+    return np.array(rows)
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in RECIPES.glob("icl-*.yaml")))
+def test_recipes_parse(name):
+    config = load_icl_config(RECIPES / name)
+    assert config.pool.path and config.inputs is not None and len(config.labels) >= 2
+    assert PromptBuilder(config.prompt, config.labels).options  # the templates render
+    with pytest.raises(ConfigError, match="Did you mean 'retrieve.k'"):
+        load_icl_config(RECIPES / name, ["retrieve.kk=3"])
+
+
+def test_config_errors_say_what_is_wrong():
+    with pytest.raises(ConfigError, match="exactly the field"):
+        PromptConfig(input_template="Review:")
+    with pytest.raises(ConfigError, match="at its very end"):
+        PromptConfig(answer_template="{label} is the answer")
+    with pytest.raises(ConfigError, match="Did you mean 'knn'"):
+        RetrieveConfig(method="knm")
+    with pytest.raises(ConfigError, match="at least retrieve.k"):
+        RetrieveConfig(k=8, candidates=4)
+    with pytest.raises(ConfigError, match="rounds must be"):
+        AnnotateConfig(strategy="uncertainty", rounds=1)
+    with pytest.raises(ConfigError, match="content-free"):
+        EvaluateConfig(content_free=[])
+    with pytest.raises(ConfigError, match="unknown labels"):
+        PromptBuilder(PromptConfig(verbalizers={"pos": "good"}), ["0", "1"])
+
+
+# ---------------------------------------------------------------------------------------------- prompts
+
+
+def test_plain_prompt_renders_exactly_with_verbalisers():
+    cfg = PromptConfig(instruction="Classify the sentiment.", input_template="Review: {text}",
+                       answer_template="Sentiment: {label}", verbalizers={"0": "negative", "1": "positive"})
+    builder = PromptBuilder(cfg, [0, 1])
+    text = builder.render("dull", [Demo(3, "superb", "1"), Demo(7, "awful", "0")])
+    assert text == ("Classify the sentiment.\n\nReview: superb\nSentiment: positive\n\n"
+                    "Review: awful\nSentiment: negative\n\nReview: dull\nSentiment:")
+    assert builder.options == [" negative", " positive"]
+
+
+def test_chat_prompt_puts_demonstrations_in_turns(tiny_backend):
+    cfg = PromptConfig(instruction="Be brief.", input_template="Review: {text}", answer_template="Sentiment: {label}",
+                       chat=True)
+    builder = PromptBuilder.for_backend(cfg, ["negative", "positive"], tiny_backend)
+    text = builder.render("dull", [Demo(1, "superb", "positive")])
+    assert text == ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nReview: superb<|im_end|>\n"
+                    "<|im_start|>assistant\nSentiment: positive<|im_end|>\n<|im_start|>user\nReview: dull<|im_end|>\n"
+                    "<|im_start|>assistant\nSentiment:")
+    with pytest.raises(ConfigError, match="chat template"):
+        PromptBuilder(cfg, ["a", "b"])
+
+
+def test_fit_drops_least_relevant_first_then_cuts_the_input():
+    demos = [Demo(0, "most similar one", "a"), Demo(1, "second", "b"), Demo(2, "least similar", "a")]
+    full = PromptBuilder(REVIEW, ["a", "b"]).fit("the input text", demos)
+    assert full.demo_ids == [2, 1, 0] and full.dropped == 0  # most similar next to the input
+    words = len(full.text.split())
+    small = PromptBuilder(PromptConfig(**{**REVIEW.__dict__, "max_prompt_tokens": words - 3}), ["a", "b"])
+    fitted = small.fit("the input text", demos)
+    assert fitted.demo_ids == [1, 0] and fitted.dropped == 1 and not fitted.input_cut
+    first = small.fit("the input text", demos, order="similar_first")
+    assert first.demo_ids == [0, 1]
+    tiny = PromptBuilder(PromptConfig(**{**REVIEW.__dict__, "max_prompt_tokens": 4}), ["a", "b"])
+    cut = tiny.fit("the input text", demos)
+    assert cut.demos == () and cut.input_cut and cut.text == "Review: the input\nSentiment:"
+    with pytest.raises(ConfigError, match="too small"):
+        PromptBuilder(PromptConfig(**{**REVIEW.__dict__, "max_prompt_tokens": 1}), ["a", "b"]).fit("x y", [])
+    short = PromptBuilder(PromptConfig(**{**REVIEW.__dict__, "max_demo_tokens": 2}), ["a", "b"])
+    assert short.render("q", [Demo(0, "one two three", "a")]).startswith("Review: one two\nSentiment: a")
+
+
+def test_display_orders():
+    assert display_order(3, "similar_last") == [2, 1, 0]
+    assert display_order(3, "similar_first") == [0, 1, 2]
+    assert sorted(display_order(5, "random", np.random.default_rng(0))) == list(range(5))
+    with pytest.raises(ConfigError, match="rng"):
+        display_order(3, "random")
+
+
+# ---------------------------------------------------------------------------------------------- retrieval
+
+
+def geometry(seed=0):
+    """A query, 4 labelled items planted at known similarities, an unlabelled one nearer than all of
+    them, and 20 labelled items far away."""
+    rng = np.random.default_rng(seed)
+    q = rng.normal(size=16)
+    q /= np.linalg.norm(q)
+    near = planted(q, [0.95, 0.9, 0.85, 0.8], rng)  # ids 0..3
+    closer_unlabelled = planted(q, [0.99], rng)       # id 4, not labelled
+    far = planted(q, rng.uniform(-0.3, 0.3, 20), rng)  # ids 5..24
+    vectors = np.vstack([near, closer_unlabelled, far])
+    index = EmbeddingIndex.from_vectors(vectors, kind="flat")
+    labelled = np.array([0, 1, 2, 3, *range(5, 25)])
+    labels = ["a", "a", "b", "a"] + ["b"] * 20
+    texts = [f"text {i}" for i in labelled]
+    return q, index, labelled, labels, texts
+
+
+def test_knn_returns_the_planted_nearest_in_order():
+    q, index, ids, labels, texts = geometry()
+    retriever = DemonstrationRetriever(RetrieveConfig(k=3, candidates=8), index=index, ids=ids, labels=labels, texts=texts)
+    (demos,) = retriever.retrieve(q[None])
+    assert [d.id for d in demos] == [0, 1, 2]  # the unlabelled id 4 is nearer but never used
+    assert [d.label for d in demos] == ["a", "a", "b"] and demos[0].text == "text 0"
+    (skip,) = retriever.retrieve(q[None], exclude=[0])
+    assert [d.id for d in skip] == [1, 2, 3]
+    prompt = PromptBuilder(REVIEW, ["a", "b"]).fit("query", demos)
+    assert prompt.demo_ids == [2, 1, 0] and prompt.text.endswith("Review: text 0\nSentiment: a\n\nReview: query\nSentiment:")
+
+
+def test_label_balancing_and_mmr():
+    q, index, ids, labels, texts = geometry()
+    balanced = DemonstrationRetriever(RetrieveConfig(k=2, candidates=4, balance_labels=True), index=index, ids=ids,
+                                      labels=labels, texts=texts)
+    assert [d.id for d in balanced.retrieve(q[None])[0]] == [0, 2]  # one 'a' and one 'b', nearest of each
+    # With the query along e0: 'twin' is nearly 'base' (cosine ~0.9995), 'other' points elsewhere.
+    q = np.eye(16)[0]
+    base = np.zeros(16)
+    base[:2] = [0.95, math.sqrt(1 - 0.95**2)]
+    twin = np.zeros(16)
+    twin[:3] = [0.94, math.sqrt(1 - 0.94**2) * math.cos(0.05), math.sqrt(1 - 0.94**2) * math.sin(0.05)]
+    other = np.zeros(16)
+    other[[0, 3]] = [0.9, math.sqrt(1 - 0.81)]
+    vectors = np.vstack([base, twin, other])
+    idx = EmbeddingIndex.from_vectors(vectors, kind="flat")
+    cfg = dict(k=2, candidates=3)
+    plain = DemonstrationRetriever(RetrieveConfig(**cfg), index=idx, ids=[0, 1, 2], labels=["a"] * 3, texts=["x"] * 3)
+    mmr = DemonstrationRetriever(RetrieveConfig(**cfg, mmr=0.5), index=idx, ids=[0, 1, 2], labels=["a"] * 3, texts=["x"] * 3)
+    sims = idx.vectors @ q
+    assert sims[1] > sims[2]  # the twin is more similar than 'other', so plain k-NN takes it
+    assert sorted(d.id for d in plain.retrieve(q[None])[0]) == [0, 1]
+    assert sorted(d.id for d in mmr.retrieve(q[None])[0]) == [0, 2]  # MMR skips the redundant twin
+
+
+def test_fixed_random_and_zero_shot_draws():
+    q, index, ids, labels, texts = geometry()
+    queries = np.tile(q, (5, 1))
+    fixed = DemonstrationRetriever(RetrieveConfig(method="fixed", k=3), index=index, ids=ids, labels=labels, texts=texts)
+    out = fixed.retrieve(queries, rng=np.random.default_rng(0))
+    assert len({tuple(d.id for d in row) for row in out}) == 1 and len(out[0]) == 3
+    again = fixed.retrieve(queries, rng=np.random.default_rng(0))
+    assert [d.id for d in again[0]] == [d.id for d in out[0]]
+    rand = DemonstrationRetriever(RetrieveConfig(method="random", k=3, balance_labels=True), index=index, ids=ids,
+                                  labels=labels, texts=texts)
+    rows = rand.retrieve(queries, rng=np.random.default_rng(0), exclude=[5] * 5)
+    assert len({tuple(d.id for d in row) for row in rows}) > 1
+    assert all(5 not in [d.id for d in row] and {d.label for d in row} == {"a", "b"} for row in rows)
+    zero = DemonstrationRetriever(RetrieveConfig(method="zero_shot"), index=index, ids=ids, labels=labels, texts=texts)
+    assert zero.retrieve(queries) == [[]] * 5
+    with pytest.raises(ConfigError, match="rng"):
+        fixed.retrieve(queries)
+
+
+def test_perplexity_rerank_follows_scripted_logprobs():
+    q, index, ids, labels, texts = geometry()
+    # Candidates are the 6 nearest labelled: ids 0, 1, 2, 3 and the two nearest far ones.
+    sims = index.vectors_of(ids) @ q
+    six = [int(i) for i in ids[np.argsort(-sims, kind="stable")[:6]]]
+    nll = {f"text {i}\n": v for i, v in zip(six, [3.0, 0.5, 2.0, 0.1, 5.0, 1.0], strict=True)}
+    backend = Scripted(ppl=nll)
+    builder = PromptBuilder(REVIEW, ["a", "b"])
+    cfg = RetrieveConfig(k=3, candidates=6, rerank="demo_perplexity")
+    retriever = DemonstrationRetriever(cfg, index=index, ids=ids, labels=labels, texts=texts, backend=backend,
+                                       builder=builder)
+    (demos,) = retriever.retrieve(q[None])
+    lowest = [six[1], six[3], six[5]]  # perplexities 0.5, 0.1, 1.0
+    assert [d.id for d in demos] == sorted(lowest, key=lambda i: -sims[list(ids).index(i)])  # shown by similarity
+    assert retriever.perplexity_[six[3]] == pytest.approx(math.exp(0.1))
+    assert backend.ppl_calls[0][0][0] == builder.demonstration(Demo(six[0], f"text {six[0]}", labels[0]))
+    retriever.retrieve(q[None])
+    assert len(backend.ppl_calls) == 1  # demonstration perplexities are cached by id
+    # Input perplexity: the query text scored after each demonstration.
+    backend = Scripted(ppl={f"text {i}\n": v for i, v in zip(six, [0.2, 4.0, 3.0, 2.0, 0.3, 0.1], strict=True)})
+    cfg = RetrieveConfig(k=2, candidates=6, rerank="input_perplexity")
+    retriever = DemonstrationRetriever(cfg, index=index, ids=ids, labels=labels, texts=texts, backend=backend,
+                                       builder=builder)
+    (demos,) = retriever.retrieve(q[None], query_texts=["my input"])
+    assert {d.id for d in demos} == {six[0], six[5]}
+    texts_scored, prompts_scored = backend.ppl_calls[0]
+    assert texts_scored == ["Review: my input"] * 6 and prompts_scored[0].endswith("Sentiment: a\n\n")
+
+
+# ---------------------------------------------------------------------------------------------- scoring
+
+
+def plain_full_logits(backend, prompts, options) -> np.ndarray:
+    """The reference: one prompt at a time, logits at every position, the last one read."""
+    import torch
+
+    tok, model = backend.tokenizer, backend.model
+    ids = [tok.encode(o, add_special_tokens=False)[0] for o in options]
+    rows = []
+    with torch.inference_mode():
+        for p in prompts:
+            logits = model(input_ids=torch.tensor([tok.encode(p, add_special_tokens=False)])).logits[0, -1]
+            lp = torch.log_softmax(logits.float(), -1)[ids].double().numpy()
+            rows.append(lp - np.logaddexp.reduce(lp))
+    return np.array(rows)
+
+
+def test_score_options_equals_a_plain_full_logits_loop(tiny_backend):
+    builder = PromptBuilder.for_backend(PromptConfig(verbalizers={"y": "yes", "n": "no"}), ["y", "n"], tiny_backend)
+    pool = [Demo(i, t, "y" if i % 2 else "n") for i, t in enumerate(
+        ["the film was wonderful", "the food was cold", "a great phone", "terrible plot and a boring ending",
+         "the cat sat on the mat"])]
+    demo_sets = [pool[:3], pool[:3], pool[1:4], [pool[4]], pool[:3]]
+    prompts = build_prompts(builder, ["what is the capital", "numbers 0 1 2", "the cat", "positive maybe", "a"], demo_sets)
+    texts = [p.text for p in prompts] + [builder.render("N/A", p.demos) for p in prompts]
+    keys = [tuple(p.demo_ids) for p in prompts] * 2
+    reference = plain_full_logits(tiny_backend, texts, builder.options)
+    stats = ScoringStats()
+    grouped = score_options(tiny_backend, texts, builder.options, groups=keys, max_batch_tokens=96, max_batch_size=3,
+                            stats=stats)
+    np.testing.assert_allclose(grouped, reference, atol=1e-4)
+    assert stats.groups == 3 and stats.shared_tokens > 0 and stats.prompts == 10
+    alone = score_options(tiny_backend, texts, builder.options)
+    np.testing.assert_allclose(alone, reference, atol=1e-4)
+    # " positive" is three tokens in the tiny vocabulary: the backend's own multi-token path answers.
+    multi = score_options(tiny_backend, texts[:2], [" positive", " negative"])
+    np.testing.assert_allclose(multi, tiny_backend.option_logprobs(texts[:2], [" positive", " negative"]), atol=1e-9)
+    with pytest.raises(ConfigError, match="one key per prompt"):
+        score_options(tiny_backend, texts, builder.options, groups=keys[:3])
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+
+def test_contextual_calibration_and_mean_sd():
+    q = contextual_calibration(np.array([[0.7, 0.3]]), np.array([0.8, 0.2]))
+    np.testing.assert_allclose(q, [[0.875 / 2.375, 1.5 / 2.375]])
+    assert mean_sd([0.5, 0.7, 0.9]) == pytest.approx((0.7, 0.2))
+    assert mean_sd([0.5]) == (0.5, 0.0)
+
+
+def test_evaluation_calibrates_with_content_free_twins():
+    p_pos = {"N/A": 0.8, "": 0.8, "[MASK]": 0.8, "good film": 0.9, "bad film": 0.6}
+    backend = Scripted(p_first=p_pos)
+    builder = PromptBuilder(REVIEW, ["positive", "negative"])
+    demos = [Demo(0, "fine", "positive")]
+    prompts = build_prompts(builder, ["good film", "bad film"], [demos, demos])
+    result = evaluate_prompts(backend, builder, prompts, ["positive", "negative"])
+    assert result.predictions == ["positive", "positive"] and result.accuracy == 0.5
+    assert result.calibrated_predictions == ["positive", "negative"] and result.calibrated_accuracy == 1.0
+    scored = backend.option_calls[0]
+    assert len(scored) == 2 + 3  # one demonstration set: three content-free twins in all
+    assert scored[2] == "Review: fine\nSentiment: positive\n\nReview: N/A\nSentiment:"
+    raw = evaluate_prompts(backend, builder, prompts, ["positive", "negative"], calibrate=False)
+    assert raw.calibrated_accuracy is None and len(backend.option_calls[-1]) == 2
+
+
+def test_evaluate_icl_on_a_tiny_lm_matches_the_plain_loop(tiny_backend):
+    texts = ["the film was wonderful", "the food was cold and rude", "a great phone", "terrible plot",
+             "the cat sat on the mat", "what is the capital", "numbers 0 1 2 3", "positive negative neutral"]
+    labels = ["yes", "no", "yes", "no", "no", "no", "yes", "yes"]
+    emb = HashEmbedder()
+    index = EmbeddingIndex.from_vectors(emb.encode(texts), kind="flat")
+    cfg = PromptConfig(input_template="Review: {text}", answer_template="Answer: {label}")
+    builder = PromptBuilder.for_backend(cfg, ["no", "yes"], tiny_backend)
+    retriever = DemonstrationRetriever(RetrieveConfig(k=2, candidates=4), index=index, ids=range(8), labels=labels,
+                                       texts=texts)
+    tests, gold = ["the film was great", "cold food", "the cat"], ["yes", "no", "no"]
+    result = evaluate_icl(tiny_backend, builder, retriever, tests, gold, emb.encode(tests), content_free=["N/A"])
+    prompts = [p.text for p in result.prompts]
+    ref = np.exp(plain_full_logits(tiny_backend, prompts, builder.options))
+    cf = np.exp(plain_full_logits(tiny_backend, [builder.render("N/A", p.demos) for p in result.prompts],
+                                  builder.options))
+    assert result.predictions == [builder.labels[i] for i in ref.argmax(1)]
+    assert result.calibrated_predictions == [builder.labels[i] for i in (ref / cf).argmax(1)]
+    assert all(len(p.demos) == 2 for p in result.prompts) and result.stats.prompts == 6
+    assert 0 <= result.accuracy <= 1 and result.summary()["n"] == 3
+
+
+# ---------------------------------------------------------------------------------------------- annotation
+
+
+def small_pool(n=40, seed=3):
+    from curate.pool import load_pool
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 6))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    pool = load_pool([{"text": f"item {i}", "label": "a" if x[i, 0] > 0 else "b"} for i in range(n)])
+    return pool, x, EmbeddingIndex.from_vectors(x, pool.ids, kind="flat")
+
+
+def direct_votek(x: np.ndarray, k: int, budget: int, rho: int = 10) -> list[int]:
+    """Su et al. (2023) written out: each item votes for its k nearest others; the next pick maximises the
+    sum over unselected voters v of rho^-(selected items v votes for); exact fractions, ties to the lowest id."""
+    sims = x @ x.T
+    np.fill_diagonal(sims, -np.inf)
+    votes = [set(np.argsort(-sims[u], kind="stable")[:k].tolist()) for u in range(len(x))]
+    chosen: list[int] = []
+    for _ in range(budget):
+        best, best_score = None, Fraction(-1)
+        for v in range(len(x)):
+            if v in chosen:
+                continue
+            score = sum((Fraction(1, rho ** len(votes[u] & set(chosen))) for u in range(len(x))
+                         if u not in chosen and v in votes[u]), Fraction(0))
+            if score > best_score:
+                best, best_score = v, score
+        chosen.append(best)
+    return chosen
+
+
+def test_votek_through_the_loop_equals_a_direct_recomputation(tmp_path):
+    from curate.paradigms.icl.annotate import plan_annotation, select_and_annotate
+
+    from curate.annotate import GoldAnnotator
+    from curate.ledger import Ledger, Prices
+
+    pool, x, index = small_pool()
+    plan = plan_annotation(AnnotateConfig(strategy="votek", budget=8, params={"k": 4}))
+    assert (plan.init_size, plan.rounds) == (8, 1)
+    result = select_and_annotate(pool, index, plan, annotator=GoldAnnotator(), classes=["a", "b"], run_dir=tmp_path / "run",
+                                 ledger=Ledger(Prices(human_per_label=0.5)))
+    expected = direct_votek(x, 4, 8)
+    assert sorted(result.labels) == sorted(expected)
+    assert all(result.labels[i] == pool.column("label")[i] for i in expected)
+    assert result.ledger.spent == pytest.approx(4.0)
+    # The loop's own journal holds the selection in pick order.
+    from curate.journal import Journal
+
+    journal = Journal(tmp_path / "run" / "journal.sqlite")
+    assert journal.rounds()[0].selected.tolist() == expected
+    journal.close()
+
+
+def test_uncertainty_annotation_buys_what_the_lm_is_unsure_of(tmp_path):
+    from curate.paradigms.icl.annotate import LMEntropy, plan_annotation, select_and_annotate
+
+    from curate.acquire import PoolState
+    from curate.annotate import GoldAnnotator
+    from curate.pool import load_pool
+
+    rows = [{"text": f"unsure {i}" if i % 3 == 0 else f"sure {i}", "label": "positive" if i % 2 else "negative"}
+            for i in range(12)]
+    pool = load_pool(rows)
+    unsure = [i for i in range(12) if i % 3 == 0]
+    backend = Scripted(p_first={r["text"]: 0.5 if r["text"].startswith("unsure") else 0.95 for r in rows})
+    builder = PromptBuilder(REVIEW, ["positive", "negative"])
+    emb = HashEmbedder()
+    index = EmbeddingIndex.from_vectors(emb.encode(pool.texts()), pool.ids, kind="flat")
+    scores = LMEntropy(backend, builder).score(PoolState.of(pool), np.arange(12))
+    assert scores[0] == pytest.approx(math.log(2)) and scores[1] == pytest.approx(-(0.95 * math.log(0.95) + 0.05 * math.log(0.05)))
+    cfg = AnnotateConfig(strategy="uncertainty", budget=6, rounds=3, init="random", init_size=2, shots=1, subsample=None)
+    plan = plan_annotation(cfg, backend=backend, builder=builder)
+    result = select_and_annotate(pool, index, plan, annotator=GoldAnnotator(), classes=["positive", "negative"],
+                                 run_dir=tmp_path / "u")
+    assert len(result.labels) == 6 and set(unsure) <= set(result.labels)
+    few_shot = [p for call in backend.option_calls[1:] for p in call]
+    assert few_shot and all(p.count("Review: ") == 2 for p in few_shot)  # one nearest labelled demonstration each
+    with pytest.raises(ConfigError, match="backend"):
+        plan_annotation(cfg)
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture
+def cli_files(tmp_path, tiny_lm_dir, monkeypatch):
+    import curate.embed
+
+    monkeypatch.setattr(curate.embed, "load_embedder", lambda *a, **k: HashEmbedder())
+    texts = ["the film was wonderful", "the food was cold", "a great phone", "terrible plot", "the cat sat",
+             "what is the capital", "numbers 0 1 2", "positive negative", "a boring ending", "long battery life"]
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps({"uid": f"p{i}", "text": t, "label": ["no", "yes"][i % 2]}) + "\n"
+                            for i, t in enumerate(texts)))
+    test = tmp_path / "test.jsonl"
+    test.write_text("".join(json.dumps({"text": t, "label": y}) + "\n"
+                            for t, y in [("the film was great", "yes"), ("cold food", "no"), ("the cat", "no")]))
+    recipe = tmp_path / "icl.yaml"
+    recipe.write_text(f"pool: {{path: {pool}, id_column: uid}}\ninputs: {{path: {test}}}\nlabels: ['no', 'yes']\n"
+                      f"lm: {{model: {tiny_lm_dir}, device: cpu}}\n"
+                      "prompt: {input_template: 'Q: {text}', answer_template: 'A: {label}'}\n"
+                      "retrieve: {k: 2, candidates: 4}\nannotate: {strategy: votek, budget: 4, params: {k: 3}}\n"
+                      "annotator: {kind: gold}\nprices: {human_per_label: 0.25}\nevaluate: {content_free: ['N/A']}\n")
+    return recipe, pool, test
+
+
+def parse(add, argv):
+    parser = argparse.ArgumentParser()
+    add(parser)
+    return parser.parse_args(argv)
+
+
+def test_cli_select_annotate_eval(cli_files, tmp_path, capsys):
+    from curate.paradigms.icl import cli
+
+    recipe, pool, test = cli_files
+    out = tmp_path / "prompts.jsonl"
+    assert cli.run_select(parse(cli.add_select_arguments, [str(recipe), "--out", str(out)])) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 3 and rows[0]["options"] == [" no", " yes"] and rows[0]["prompt"].endswith("Q: the film was great\nA:")
+    assert len(rows[0]["demonstration_ids"]) == 2 and rows[0]["label"] == "yes"
+    assert rows[0]["demonstration_keys"] == [f"p{i}" for i in rows[0]["demonstration_ids"]]
+
+    run = tmp_path / "annotated"
+    assert cli.run_annotate(parse(cli.add_annotate_arguments, [str(recipe), "--out", str(run)])) == 0
+    demos = [json.loads(line) for line in (run / "demonstrations.jsonl").read_text().splitlines()]
+    assert len(demos) == 4 and {"id", "text", "label", "uid"} <= set(demos[0])
+    assert "votek: 4 of 10 examples annotated" in capsys.readouterr().out
+    assert cli.run_annotate(parse(cli.add_annotate_arguments, [str(recipe), "--out", str(run)])) == 0  # resumes
+    again = [json.loads(line) for line in (run / "demonstrations.jsonl").read_text().splitlines()]
+    assert again == demos
+
+    result = tmp_path / "eval.json"
+    argv = [str(recipe), "--pool", str(run / "demonstrations.jsonl"), "--seeds", "0,1", "--out", str(result),
+            "--set", "retrieve.method=fixed"]
+    assert cli.run_eval(parse(cli.add_eval_arguments, argv)) == 0
+    report = json.loads(result.read_text())
+    assert len(report["runs"]) == 2 and report["runs"][0]["n"] == 3
+    assert 0 <= report["summary"]["accuracy_mean"] <= 1 and "calibrated_accuracy_sd" in report["summary"]
+    assert "2 seed(s)" in capsys.readouterr().out
+
+
+def test_cli_errors_and_register(cli_files, capsys):
+    from curate.paradigms.icl import cli
+
+    from curate.cli import main
+
+    recipe, pool, _ = cli_files
+    with pytest.raises(ConfigError, match="No test inputs"):
+        cli.run_eval(parse(cli.add_eval_arguments, ["--pool", str(pool), "--labels", "no,yes"]))
+    assert main(["icl", "select", "--pool", str(pool), "--out", "/tmp/x.jsonl"], extensions=[cli.register]) == 2
+    assert "No test inputs" in capsys.readouterr().err
+
+
+def test_importing_the_paradigm_loads_no_torch():
+    code = ("import sys; import curate.paradigms.icl.cli, curate.paradigms.icl.annotate, curate.paradigms.icl.evaluate; "
+            "print('torch' in sys.modules, 'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False False"
+
+
+# ---------------------------------------------------------------------------------------------- real models
+
+
+@pytest.mark.real
+def test_real_smollm2_knn_prompts_score_like_the_plain_loop():
+    from curate.backends.hf import TransformersBackend
+    from curate.embed import load_embedder
+    from curate.pool import load_pool
+
+    pool, test = load_pool("sample:reviews"), load_pool("sample:reviews-test")
+    emb = load_embedder()
+    index = EmbeddingIndex.from_pool(pool, emb)
+    backend = TransformersBackend(device="cpu")
+    builder = PromptBuilder.for_backend(REVIEW, ["negative", "positive"], backend)
+    retriever = DemonstrationRetriever(RetrieveConfig(k=2, candidates=4), index=index, ids=pool.ids,
+                                       labels=pool.column("label"), texts=pool.texts())
+    texts, gold = test.texts()[:6], test.column("label")[:6]
+    result = evaluate_icl(backend, builder, retriever, texts, gold, emb.encode(texts), content_free=["N/A"])
+    reference = plain_full_logits(backend, [p.text for p in result.prompts], builder.options)
+    assert result.predictions == [builder.labels[i] for i in reference.argmax(1)]
+    assert result.accuracy >= 0.5
