@@ -135,3 +135,10 @@ def test_empty_index_and_k_beyond_size():
     index.add(np.eye(4)[:2])
     s, i = index.search(np.eye(4)[:1], 3)
     assert i[0].tolist()[:2] == [0, 1] and i[0, 2] == -1
+
+
+def test_hnsw_search_effort_grows_with_size():
+    small = EmbeddingIndex.from_vectors(clustered(300), kind="hnsw")
+    assert small.ef_search == 128
+    pinned = EmbeddingIndex.from_vectors(clustered(300), kind="hnsw", ef_search=40)
+    assert pinned.ef_search == 40 and pinned._index.hnsw.efSearch == 40
