@@ -10,7 +10,7 @@ content-free inputs "N/A", "" and "[MASK]", Zhao et al. 2021):
 * zero-shot;
 * random demonstrations: one draw of 4 from the labelled pool per seed, shared by every input;
 * k-NN (KATE): the 4 nearest labelled examples by MiniLM cosine, most similar next to the input;
-* k-NN + perplexity: of the 8 nearest, the 4 whose demonstration has the lowest perplexity under the
+* k-NN + perplexity: of the 6 nearest, the 4 whose demonstration has the lowest perplexity under the
   LM (Margatina et al. 2023; Gonen et al. 2023), shown by similarity;
 * selective annotation (Su et al. 2023): per seed a random 3,000-example unlabelled pool (as in the
   paper); vote-k (k=10) or random choose ``budget`` examples through ``curate.loop.ActiveLoop`` with a
@@ -48,6 +48,10 @@ def _early_threads(argv: list[str], default: int = 2) -> int:
 THREADS = _early_threads(sys.argv[1:])
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[_var] = str(THREADS)
+# Waiting OpenMP threads sleep instead of spinning: with other jobs on the 2 cores, a spinning thread
+# steals the time its partner needs; measured at load ~10 on a batch of 8 x 160 tokens: 2 threads
+# 31 tokens/s spinning, 66 passive, 1 thread 64-70.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("CURATE_QUIET", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -230,12 +234,13 @@ def summarise(runs: list[dict]) -> dict:
 
     acc = mean_sd([r["accuracy"] for r in runs])
     cal = mean_sd([r["calibrated_accuracy"] for r in runs])
+    whole = mean_sd([r["dataset_calibrated_accuracy"] for r in runs])
     return {"accuracy_mean": acc[0], "accuracy_sd": acc[1], "calibrated_mean": cal[0], "calibrated_sd": cal[1],
-            "seeds": len(runs), "seconds": sum(r["seconds"] for r in runs),
+            "dataset_calibrated_mean": whole[0], "dataset_calibrated_sd": whole[1], "seeds": len(runs), "seconds": sum(r["seconds"] for r in runs),
             "forward_tokens": sum(r["forward_tokens"] for r in runs), "runs": runs}
 
 
-def run_dataset(name: str, args, backend, embedder) -> dict:
+def run_dataset(name: str, args, backend, embedder, *, first: bool) -> dict:
     from curate.paradigms.icl.annotate import plan_annotation, select_and_annotate
     from curate.paradigms.icl.config import AnnotateConfig, PromptConfig, RetrieveConfig
     from curate.paradigms.icl.evaluate import build_prompts, evaluate_icl, evaluate_prompts
@@ -284,16 +289,16 @@ def run_dataset(name: str, args, backend, embedder) -> dict:
                                   max_batch_size=args.max_batch_size)
             runs.append({"seed": seed, **result.summary()})
         out = summarise(runs)
-        log(f"  {label:<24} raw {out['accuracy_mean']:.3f} +- {out['accuracy_sd']:.3f}   calibrated "
-            f"{out['calibrated_mean']:.3f} +- {out['calibrated_sd']:.3f}   ({len(seeds)} seed(s), {out['seconds']:.0f}s, "
-            f"{out['forward_tokens']} tokens; load {loadavg()})")
+        log(f"  {label:<24} raw {out['accuracy_mean']:.3f}  calibrated {out['calibrated_mean']:.3f} (per prompt) "
+            f"{out['dataset_calibrated_mean']:.3f} (dataset)  [{len(seeds)} seed(s), {out['seconds']:.0f}s, "
+            f"{out['forward_tokens']} tokens, {len(texts) * len(seeds) / out['seconds']:.2f} inputs/s; load {loadavg()}]")
         return out
 
     results: dict[str, dict] = {}
     results["zero-shot"] = condition(RetrieveConfig(method="zero_shot"), [0], label="zero-shot")
     results["random"] = condition(RetrieveConfig(method="fixed", k=4), args.seeds, label="random demonstrations")
     results["k-NN"] = condition(RetrieveConfig(method="knn", k=4, candidates=4), [0], label="k-NN")
-    results["k-NN + perplexity"] = condition(RetrieveConfig(method="knn", k=4, candidates=8, rerank="demo_perplexity"),
+    results["k-NN + perplexity"] = condition(RetrieveConfig(method="knn", k=4, candidates=6, rerank="demo_perplexity"),
                                              [0], label="k-NN + perplexity")
 
     # Selective annotation: per seed one unlabelled pool; each strategy buys `budget` gold labels.
@@ -315,16 +320,21 @@ def run_dataset(name: str, args, backend, embedder) -> dict:
                 selection_seconds.setdefault(f"{strategy}-{budget}", []).append(time.perf_counter() - clock)
                 chosen = np.array(sorted(loop.labels), dtype=np.int64)
                 labelled = (chosen, [str(loop.labels[i]) for i in chosen], pool.texts(chosen), sub_index)
+                # A fixed draw is label-balanced: one unlucky draw of a single label would otherwise decide the
+                # comparison (it makes the LM answer that label for every input).
                 retrieve = (RetrieveConfig(method="knn", k=4, candidates=4) if args.sa_retrieval == "knn"
-                            else RetrieveConfig(method="fixed", k=4))
+                            else RetrieveConfig(method="fixed", k=4, balance_labels=True))
                 one = condition(retrieve, [seed], labelled=labelled, label=f"{strategy} {budget} (seed {seed})")
                 runs.extend(one["runs"])
             results[f"{strategy} {budget}"] = summarise(runs)
 
-    # Throughput: the harness against a plain one-at-a-time full-logits loop on the same prompts.
+    # Throughput: the harness against a plain one-at-a-time full-logits loop on the same prompts, both
+    # uncalibrated. k-NN prompts on every dataset (each input has its own demonstrations); one fixed
+    # demonstration set on the first dataset only (where the shared head pays), also without sharing.
     throughput = {}
     n = min(args.throughput_n, len(texts))
-    for kind in ("k-NN", "fixed"):
+    kinds = ("k-NN", "fixed") if first else ("k-NN",)
+    for kind in kinds:
         rcfg = RetrieveConfig(method="knn", k=4, candidates=4) if kind == "k-NN" else RetrieveConfig(method="fixed", k=4)
         retriever = DemonstrationRetriever(rcfg, index=index, ids=pool_ids, labels=split.pool_labels,
                                            texts=split.pool_texts)
@@ -332,25 +342,22 @@ def run_dataset(name: str, args, backend, embedder) -> dict:
         prompts = build_prompts(builder, texts[:n], retriever.retrieve(test_x[:n], rng=rng), rng=rng)
         harness = evaluate_prompts(backend, builder, prompts, gold[:n], calibrate=False,
                                    max_batch_tokens=args.max_batch_tokens, max_batch_size=args.max_batch_size)
-        calibrated = evaluate_prompts(backend, builder, prompts, gold[:n], calibrate=True, content_free=CONTENT_FREE,
-                                      max_batch_tokens=args.max_batch_tokens, max_batch_size=args.max_batch_size)
         ref, plain_s = plain_loop(backend, [p.text for p in prompts], builder.options)
         same = [builder.labels[i] for i in ref.argmax(1)] == harness.predictions
-        ungrouped = time.perf_counter()
-        score_options(backend, [p.text for p in prompts], builder.options, max_batch_tokens=args.max_batch_tokens,
-                      max_batch_size=args.max_batch_size)
-        ungrouped = time.perf_counter() - ungrouped
-        throughput[kind] = {"inputs": n, "plain_inputs_per_second": n / plain_s,
-                            "harness_inputs_per_second": n / harness.seconds,
-                            "harness_no_sharing_inputs_per_second": n / ungrouped,
-                            "harness_calibrated_inputs_per_second": n / calibrated.seconds,
-                            "speedup": plain_s / harness.seconds, "same_predictions": bool(same),
-                            "tokens_per_prompt": float(np.mean([len(tok.encode(p.text)) for p in prompts]))}
-        t = throughput[kind]
+        t = {"inputs": n, "plain_inputs_per_second": n / plain_s, "harness_inputs_per_second": n / harness.seconds,
+             "speedup": plain_s / harness.seconds, "same_predictions": bool(same),
+             "tokens_per_prompt": float(np.mean([len(tok.encode(p.text)) for p in prompts]))}
+        extra = ""
+        if kind == "fixed":
+            clock = time.perf_counter()
+            score_options(backend, [p.text for p in prompts], builder.options, max_batch_tokens=args.max_batch_tokens,
+                          max_batch_size=args.max_batch_size)
+            t["harness_no_sharing_inputs_per_second"] = n / (time.perf_counter() - clock)
+            extra = f"; without head sharing {t['harness_no_sharing_inputs_per_second']:.2f}"
+        throughput[kind] = t
         log(f"  throughput ({kind}, {n} inputs, ~{t['tokens_per_prompt']:.0f} tokens/prompt): plain loop "
             f"{t['plain_inputs_per_second']:.2f} inputs/s; harness {t['harness_inputs_per_second']:.2f} "
-            f"(x{t['speedup']:.1f}; without head sharing {t['harness_no_sharing_inputs_per_second']:.2f}; "
-            f"with calibration {t['harness_calibrated_inputs_per_second']:.2f}); same predictions: {same}")
+            f"(x{t['speedup']:.1f}{extra}); same predictions: {same}; load {loadavg()}")
     return {"note": split.note, "pool_size": len(pool_ids), "n_test": len(texts), "test_positions": pick.tolist(),
             "options": builder.options, "demo_tokens_mean": float(lengths.mean()), "demo_cut_share": cut_share,
             "conditions": {k: {kk: vv for kk, vv in v.items()} for k, v in results.items()},
@@ -362,35 +369,41 @@ def run_dataset(name: str, args, backend, embedder) -> dict:
 
 
 def table(name: str, res: dict) -> list[str]:
-    lines = [f"\n{name}: accuracy on {res['n_test']} test inputs (majority class {res['majority']:.3f})",
-             f"  {'condition':<20} {'raw':>15} {'calibrated':>15} {'seeds':>5}"]
+    lines = [f"\n{name}: accuracy on {res['n_test']} test inputs (majority class {res['majority']:.3f}); calibrated = "
+             "contextual calibration per prompt (Zhao et al.) / with one dataset-wide content-free estimate",
+             f"  {'condition':<20} {'raw':>15} {'calibrated':>15} {'cal. dataset':>15} {'seeds':>5} {'inputs/s':>9}"]
     for cond, r in res["conditions"].items():
         many = r["seeds"] > 1
-        raw = f"{r['accuracy_mean']:.3f}" + (f" +- {r['accuracy_sd']:.3f}" if many else "")
-        cal = f"{r['calibrated_mean']:.3f}" + (f" +- {r['calibrated_sd']:.3f}" if many else "")
-        lines.append(f"  {cond:<20} {raw:>15} {cal:>15} {r['seeds']:>5}")
+
+        def cell(key: str, r=r, many=many) -> str:
+            return f"{r[key + '_mean']:.3f}" + (f" +- {r[key + '_sd']:.3f}" if many else "")
+
+        rate = res["n_test"] * r["seeds"] / r["seconds"]
+        lines.append(f"  {cond:<20} {cell('accuracy'):>15} {cell('calibrated'):>15} {cell('dataset_calibrated'):>15} "
+                     f"{r['seeds']:>5} {rate:>9.2f}")
     return lines
 
 
 def anchors(name: str, res: dict, budgets: list[int]) -> list[str]:
     c = res["conditions"]
     out = []
-    for kind, key in (("raw", "accuracy_mean"), ("calibrated", "calibrated_mean")):
+    scopes = (("raw", "accuracy_mean"), ("calibrated per prompt", "calibrated_mean"),
+              ("calibrated dataset-wide", "dataset_calibrated_mean"))
+    for kind, key in scopes:
         knn, rnd = c["k-NN"][key], c["random"][key]
         out.append(f"  [{name}] similar beats random ({kind}): k-NN {knn:.3f} vs random {rnd:.3f} -> "
                    f"{'HOLDS' if knn > rnd else 'does not hold'}")
     for budget in budgets:
-        for kind, key in (("raw", "accuracy_mean"), ("calibrated", "calibrated_mean")):
+        for kind, key in scopes:
             v, r = c[f"votek {budget}"][key], c[f"random {budget}"][key]
             rel = (v - r) / r if r > 0 else float("nan")
             out.append(f"  [{name}] vote-k vs random at {budget} ({kind}): {v:.3f} vs {r:.3f}, {100 * rel:+.1f}% relative"
                        + (f" (anchor +{100 * VOTEK_ANCHOR:.1f}%) -> {'HOLDS' if rel > 0 else 'does not hold'}"
                           if budget == 18 else ""))
-    zero = c["zero-shot"]["accuracy_mean"]
-    best = max((r["calibrated_mean"], k) for k, r in c.items() if k != "zero-shot")
-    out.append(f"  [{name}] best selection + calibration: {best[1]} {best[0]:.3f} vs zero-shot {zero:.3f} (raw), "
-               f"{c['zero-shot']['calibrated_mean']:.3f} (calibrated) -> "
-               f"{'beats' if best[0] > zero else 'does not beat'} zero-shot")
+    zero = max(c["zero-shot"]["accuracy_mean"], c["zero-shot"]["calibrated_mean"])
+    best = max((r[key], f"{k} ({kind})") for k, r in c.items() if k != "zero-shot" for kind, key in scopes[1:])
+    out.append(f"  [{name}] best selection + calibration: {best[1]} {best[0]:.3f} vs zero-shot {zero:.3f} (the better of "
+               f"raw and calibrated) -> {'beats' if best[0] > zero else 'does not beat'} zero-shot")
     return out
 
 
@@ -405,16 +418,19 @@ def plot(name: str, res: dict, path: Path) -> None:
     raw_sd = [res["conditions"][c]["accuracy_sd"] for c in conds]
     cal = [res["conditions"][c]["calibrated_mean"] for c in conds]
     cal_sd = [res["conditions"][c]["calibrated_sd"] for c in conds]
+    whole = [res["conditions"][c]["dataset_calibrated_mean"] for c in conds]
+    whole_sd = [res["conditions"][c]["dataset_calibrated_sd"] for c in conds]
     x = np.arange(len(conds))
-    fig, ax = plt.subplots(figsize=(1.1 * len(conds) + 2, 4))
-    ax.bar(x - 0.2, raw, 0.4, yerr=raw_sd, capsize=3, label="raw")
-    ax.bar(x + 0.2, cal, 0.4, yerr=cal_sd, capsize=3, label="calibrated (Zhao et al. 2021)")
+    fig, ax = plt.subplots(figsize=(1.2 * len(conds) + 5, 4))
+    ax.bar(x - 0.27, raw, 0.27, yerr=raw_sd, capsize=3, label="raw")
+    ax.bar(x, cal, 0.27, yerr=cal_sd, capsize=3, label="calibrated per prompt (Zhao et al. 2021)")
+    ax.bar(x + 0.27, whole, 0.27, yerr=whole_sd, capsize=3, label="calibrated, one dataset-wide estimate")
     ax.axhline(res["majority"], color="grey", ls=":", lw=1, label="majority class")
     ax.set_xticks(x, conds, rotation=30, ha="right")
     ax.set_ylabel(f"accuracy ({res['n_test']} test inputs)")
     ax.set_ylim(0, 1)
     ax.set_title(f"{name}: SmolLM2-135M-Instruct, 4 demonstrations (mean +- sd over seeds)")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -439,14 +455,14 @@ def main() -> None:
     parser.add_argument("--max-batch-tokens", type=int, default=4096)
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--throughput-n", type=int, default=20)
-    parser.add_argument("--quick", action="store_true", help="30 inputs, seeds 0,1, a 1,000-example annotation pool")
+    parser.add_argument("--quick", action="store_true", help="16 inputs, seeds 0,1, a 500-example annotation pool")
     parser.add_argument("--threads", type=int, default=THREADS, help="torch/BLAS threads (default 2)")
     args = parser.parse_args()
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
     args.budgets = [int(b) for b in args.budgets.split(",") if b]
     datasets = [d for d in args.datasets.split(",") if d]
     if args.quick:
-        args.n_test, args.seeds, args.sa_pool, args.throughput_n = 30, [0, 1], 1000, 6
+        args.n_test, args.seeds, args.sa_pool, args.throughput_n = 16, [0, 1], 500, 4
     if any(d not in DATASETS for d in datasets):
         parser.error(f"unknown datasets {datasets}; known: {', '.join(DATASETS)}")
 
@@ -455,14 +471,16 @@ def main() -> None:
     torch.set_num_threads(THREADS)
     started = time.perf_counter()
     load_start = loadavg()
-    log(f"load average at start: {load_start} ({os.cpu_count()} CPUs; torch/BLAS threads pinned to {THREADS})")
+    log(f"load average at start: {load_start} ({os.cpu_count()} CPUs; torch/BLAS threads pinned to {THREADS}, "
+        f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']})")
     vers = versions()
     log("versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()))
     cuts = [f"demonstration texts cut to {args.max_demo_tokens} tokens and test inputs to {args.max_input_tokens}",
             "k-NN and k-NN + perplexity are deterministic: one run each (no sd)",
             f"selective annotation: a {args.sa_pool}-example unlabelled pool per seed (Su et al. use 3,000)",
-            ("selective annotation evaluated with one random draw of 4 demonstrations from the annotated set per seed "
-             "(random prompt retrieval, one shared head), not k-NN retrieval from it as in Su et al. (~12x the LM cost)"
+            ("selective annotation evaluated with one label-balanced random draw of 4 demonstrations from the annotated "
+             "set per seed (random prompt retrieval, one shared head), not k-NN retrieval from it as in Su et al. "
+             "(~12x the LM cost)"
              if args.sa_retrieval == "fixed" else "selective annotation evaluated with k-NN retrieval from the annotated set")]
     if args.quick:
         cuts.insert(0, f"QUICK: {args.n_test} test inputs, seeds {args.seeds}")
@@ -484,7 +502,7 @@ def main() -> None:
     lines: list[str] = []
     verdicts: list[str] = []
     for name in datasets:
-        res = run_dataset(name, args, backend, embedder)
+        res = run_dataset(name, args, backend, embedder, first=name == datasets[0])
         report["datasets"][name] = res
         lines += table(name, res)
         verdicts += anchors(name, res, args.budgets)
@@ -498,10 +516,14 @@ def main() -> None:
     log("\nthroughput (test inputs per second, uncalibrated; plain = one at a time with full logits):")
     for name, res in report["datasets"].items():
         for kind, t in res["throughput"].items():
-            log(f"  {name:<7} {kind:<6} plain {t['plain_inputs_per_second']:.2f}  harness "
-                f"{t['harness_inputs_per_second']:.2f} (x{t['speedup']:.1f}; no sharing "
-                f"{t['harness_no_sharing_inputs_per_second']:.2f}; calibrated {t['harness_calibrated_inputs_per_second']:.2f})"
-                f"  same predictions: {t['same_predictions']}")
+            sharing = (f"; without head sharing {t['harness_no_sharing_inputs_per_second']:.2f}"
+                       if "harness_no_sharing_inputs_per_second" in t else "")
+            log(f"  {name:<7} {kind:<6} ({t['inputs']} inputs, ~{t['tokens_per_prompt']:.0f} tokens/prompt): plain "
+                f"{t['plain_inputs_per_second']:.2f}  harness {t['harness_inputs_per_second']:.2f} (x{t['speedup']:.1f}"
+                f"{sharing})  same predictions: {t['same_predictions']}")
+        calibrated = res["conditions"]["k-NN"]
+        log(f"  {name:<7} k-NN, all {res['n_test']} inputs with calibration (4 prompts each): "
+            f"{res['n_test'] / calibrated['seconds']:.2f} inputs/s")
     log("\npublished anchors at 135M:")
     log("\n".join(verdicts))
     total = time.perf_counter() - started

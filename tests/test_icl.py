@@ -216,6 +216,22 @@ def test_knn_returns_the_planted_nearest_in_order():
     assert prompt.demo_ids == [2, 1, 0] and prompt.text.endswith("Review: text 0\nSentiment: a\n\nReview: query\nSentiment:")
 
 
+def test_index_search_and_direct_comparison_agree():
+    rng = np.random.default_rng(0)
+    x, queries, ids = rng.normal(size=(50, 8)), rng.normal(size=(7, 8)), np.arange(100, 150)
+    exact = EmbeddingIndex.from_vectors(x, ids, kind="flat")  # holds exactly the labelled set: FAISS answers
+    wider = EmbeddingIndex.from_vectors(np.vstack([x, rng.normal(size=(5, 8))]), np.r_[ids, 0:5], kind="flat")
+    kwargs = dict(ids=ids, labels=["a"] * 50, texts=["t"] * 50)
+    a = DemonstrationRetriever(RetrieveConfig(k=4, candidates=6), index=exact, **kwargs)
+    b = DemonstrationRetriever(RetrieveConfig(k=4, candidates=6), index=wider, **kwargs)
+    exclude = [None, 101, None, 120, None, None, 149]
+    got_a = [[d.id for d in row] for row in a.retrieve(queries, exclude=exclude)]
+    got_b = [[d.id for d in row] for row in b.retrieve(queries, exclude=exclude)]
+    assert got_a == got_b and 101 not in got_a[1]
+    sims = queries @ x.T / np.linalg.norm(queries, axis=1)[:, None] / np.linalg.norm(x, axis=1)
+    assert got_a[0] == [int(ids[j]) for j in np.argsort(-sims[0])[:4]]
+
+
 def test_label_balancing_and_mmr():
     q, index, ids, labels, texts = geometry()
     balanced = DemonstrationRetriever(RetrieveConfig(k=2, candidates=4, balance_labels=True), index=index, ids=ids,
@@ -349,11 +365,34 @@ def test_evaluation_calibrates_with_content_free_twins():
     result = evaluate_prompts(backend, builder, prompts, ["positive", "negative"])
     assert result.predictions == ["positive", "positive"] and result.accuracy == 0.5
     assert result.calibrated_predictions == ["positive", "negative"] and result.calibrated_accuracy == 1.0
+    assert result.dataset_calibrated_predictions == result.calibrated_predictions  # one demonstration set
     scored = backend.option_calls[0]
     assert len(scored) == 2 + 3  # one demonstration set: three content-free twins in all
     assert scored[2] == "Review: fine\nSentiment: positive\n\nReview: N/A\nSentiment:"
     raw = evaluate_prompts(backend, builder, prompts, ["positive", "negative"], calibrate=False)
     assert raw.calibrated_accuracy is None and len(backend.option_calls[-1]) == 2
+
+
+def test_dataset_scope_calibration_keeps_what_per_input_demonstrations_say():
+    # Two inputs with their own demonstrations; "N/A" after each set leans to that set's label.
+    backend = Scripted()
+    builder = PromptBuilder(REVIEW, ["positive", "negative"])
+
+    def option_logprobs(prompts, options, *, normalize=True):
+        rows = []
+        for p in prompts:
+            x = p.rsplit("Review: ", 1)[1].split("\n", 1)[0]
+            leaning = 0.9 if "Sentiment: positive" in p else 0.1  # the demonstrations' label
+            first = {"N/A": leaning, "good": 0.8, "bad": 0.2}.get(x, 0.5)
+            rows.append(np.log([first, 1 - first]))
+        return np.array(rows)
+
+    backend.option_logprobs = option_logprobs
+    prompts = build_prompts(builder, ["good", "bad"], [[Demo(0, "fine", "positive")], [Demo(1, "awful", "negative")]])
+    result = evaluate_prompts(backend, builder, prompts, ["positive", "negative"], content_free=["N/A"])
+    assert result.accuracy == 1.0 and result.dataset_calibrated_accuracy == 1.0
+    # Per prompt: 0.8 / 0.9 vs 0.2 / 0.1 -> negative for "good"; 0.2 / 0.1 vs 0.8 / 0.9 -> positive for "bad".
+    assert result.calibrated_predictions == ["negative", "positive"] and result.calibrated_accuracy == 0.0
 
 
 def test_evaluate_icl_on_a_tiny_lm_matches_the_plain_loop(tiny_backend):
@@ -558,7 +597,7 @@ def test_real_smollm2_knn_prompts_score_like_the_plain_loop():
     builder = PromptBuilder.for_backend(REVIEW, ["negative", "positive"], backend)
     retriever = DemonstrationRetriever(RetrieveConfig(k=2, candidates=4), index=index, ids=pool.ids,
                                        labels=pool.column("label"), texts=pool.texts())
-    texts, gold = test.texts()[:6], test.column("label")[:6]
+    texts, gold = test.texts()[:4], test.column("label")[:4]
     result = evaluate_icl(backend, builder, retriever, texts, gold, emb.encode(texts), content_free=["N/A"])
     reference = plain_full_logits(backend, [p.text for p in result.prompts], builder.options)
     assert result.predictions == [builder.labels[i] for i in reference.argmax(1)]

@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from curate.paradigms.icl.config import AnnotateConfig, RetrieveConfig
-from curate.paradigms.icl.evaluate import build_prompts
-from curate.paradigms.icl.scoring import score_options
 
 from curate.errors import ConfigError
+
+from .config import AnnotateConfig, RetrieveConfig
+from .evaluate import build_prompts
+from .scoring import score_options
 
 __all__ = ["AnnotationPlan", "DemoSetLearner", "LMEntropy", "plan_annotation", "select_and_annotate"]
 
@@ -62,7 +63,7 @@ class LMEntropy:
         demos: list[list] = [[] for _ in ids]
         labelled = np.asarray(state.labeled, dtype=np.int64)
         if self.shots and len(labelled) and state.labels is not None and state.index is not None:
-            from curate.paradigms.icl.retrieve import DemonstrationRetriever
+            from .retrieve import DemonstrationRetriever
 
             retriever = DemonstrationRetriever(RetrieveConfig(k=self.shots, candidates=self.shots), index=state.index,
                                                ids=labelled, labels=list(state.labels), texts=state.pool.texts(labelled))

@@ -79,7 +79,7 @@ def register(subparsers) -> dict[str, Any]:
 
 
 def _config(args, **flags: Any):
-    from curate.paradigms.icl.config import load_icl_config
+    from .config import load_icl_config
 
     config = load_icl_config(args.recipe, args.overrides)
     if args.pool:
@@ -139,11 +139,11 @@ def _labelled_set(pool, labels: list[str]):
 
 
 def _retrieval_parts(config, pool, labels, backend):
-    from curate.paradigms.icl.prompts import PromptBuilder
-    from curate.paradigms.icl.retrieve import DemonstrationRetriever
-
     from curate.embed import load_embedder
     from curate.index import EmbeddingIndex
+
+    from .prompts import PromptBuilder
+    from .retrieve import DemonstrationRetriever
 
     embedder = load_embedder(config.embedder)
     ids, demo_labels, texts = _labelled_set(pool, labels)
@@ -165,7 +165,8 @@ def _inputs(config, require):
 
 def run_select(args) -> int:
     import numpy as np
-    from curate.paradigms.icl.evaluate import build_prompts
+
+    from .evaluate import build_prompts
 
     config = _config(args)
     pool = _load(config.pool, ("text", "label"))
@@ -206,13 +207,13 @@ def run_select(args) -> int:
 
 
 def run_annotate(args) -> int:
-    from curate.paradigms.icl.annotate import plan_annotation, select_and_annotate
-    from curate.paradigms.icl.prompts import PromptBuilder
-
     from curate.embed import load_embedder
     from curate.index import EmbeddingIndex
     from curate.ledger import Ledger, Prices
     from curate.run import build_annotator
+
+    from .annotate import plan_annotation, select_and_annotate
+    from .prompts import PromptBuilder
 
     config = _config(args, **{"annotate.strategy": args.strategy, "annotate.budget": args.budget})
     # __post_init__ checks do not rerun on attribute changes: check the flags' values here.
@@ -262,7 +263,7 @@ def run_annotate(args) -> int:
 
 
 def run_eval(args) -> int:
-    from curate.paradigms.icl.evaluate import evaluate_icl, mean_sd
+    from .evaluate import evaluate_icl, mean_sd
 
     config = _config(args)
     if args.seeds:
@@ -286,15 +287,19 @@ def run_eval(args) -> int:
         result = evaluate_icl(backend, builder, retriever, texts, gold, vectors, order=config.retrieve.order, seed=seed,
                               calibrate=config.evaluate.calibrate, content_free=config.evaluate.content_free)
         runs.append({"seed": seed, **result.summary()})
-        cal = "" if result.calibrated_accuracy is None else f", calibrated {result.calibrated_accuracy:.4f}"
+        cal = "" if result.calibrated_accuracy is None else (
+            f", calibrated {result.calibrated_accuracy:.4f} (per prompt) / {result.dataset_calibrated_accuracy:.4f} "
+            "(dataset)")
         print(f"seed {seed}: accuracy {result.accuracy:.4f}{cal} ({result.inputs_per_second:.2f} inputs/s)")
     acc = mean_sd([r["accuracy"] for r in runs])
     summary = {"accuracy_mean": acc[0], "accuracy_sd": acc[1]}
     line = f"accuracy {acc[0]:.4f} +- {acc[1]:.4f}"
     if config.evaluate.calibrate:
         cal = mean_sd([r["calibrated_accuracy"] for r in runs])
-        summary.update(calibrated_accuracy_mean=cal[0], calibrated_accuracy_sd=cal[1])
-        line += f"; calibrated {cal[0]:.4f} +- {cal[1]:.4f}"
+        whole = mean_sd([r["dataset_calibrated_accuracy"] for r in runs])
+        summary.update(calibrated_accuracy_mean=cal[0], calibrated_accuracy_sd=cal[1],
+                       dataset_calibrated_accuracy_mean=whole[0], dataset_calibrated_accuracy_sd=whole[1])
+        line += f"; calibrated {cal[0]:.4f} +- {cal[1]:.4f} (per prompt), {whole[0]:.4f} +- {whole[1]:.4f} (dataset)"
     print(f"{len(texts)} inputs, {len(runs)} seed(s): {line}")
     if args.out:
         from curate.config import to_dict

@@ -7,6 +7,14 @@ the answer position, batched, heads shared by prompts with the same demonstratio
 calibration (Zhao et al. 2021) predicts ``argmax p / p_cf`` (``W = diag(p_cf)^-1``, ``b = 0``). The
 content-free prompts share the demonstrations' head with the real one, so calibration costs a few
 tokens per distinct demonstration set, not a second pass.
+
+Two scopes are reported. ``prompt`` is Zhao et al.'s: each prompt is divided by the content-free
+estimate of its own demonstrations. With per-input demonstrations (k-NN) that also divides out what
+the demonstrations say: when the nearest examples all carry one label, "N/A" after them predicts that
+label too, and calibration undoes the retrieval. ``dataset`` divides every prompt by the mean of
+the content-free estimates over all demonstration sets: the bias of the template and the label
+words, without cancelling each input's own demonstrations. With one demonstration set for every
+input the two are the same.
 """
 
 from __future__ import annotations
@@ -17,10 +25,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from curate.paradigms.icl.prompts import Demo, Prompt, PromptBuilder
-from curate.paradigms.icl.scoring import ScoringStats, score_options
 
 from curate.errors import ConfigError, DataError
+
+from .prompts import Demo, Prompt, PromptBuilder
+from .scoring import ScoringStats, score_options
 
 __all__ = ["ICLResult", "build_prompts", "contextual_calibration", "evaluate_icl", "evaluate_prompts", "mean_sd"]
 
@@ -38,6 +47,8 @@ class ICLResult:
     calibrated_probs: np.ndarray | None = None
     calibrated_predictions: list[str] | None = None
     calibrated_accuracy: float | None = None
+    dataset_calibrated_predictions: list[str] | None = None  # one content-free estimate for all prompts
+    dataset_calibrated_accuracy: float | None = None
     seconds: float = 0.0
     stats: ScoringStats = field(default_factory=ScoringStats)
     prompts: list[Prompt] = field(default_factory=list)
@@ -48,6 +59,7 @@ class ICLResult:
 
     def summary(self) -> dict:
         return {"n": len(self.predictions), "accuracy": self.accuracy, "calibrated_accuracy": self.calibrated_accuracy,
+                "dataset_calibrated_accuracy": self.dataset_calibrated_accuracy,
                 "seconds": round(self.seconds, 3), "inputs_per_second": round(self.inputs_per_second, 3),
                 "prompts_scored": self.stats.prompts, "forward_tokens": self.stats.forward_tokens,
                 "shared_tokens": self.stats.shared_tokens,
@@ -115,8 +127,11 @@ def evaluate_prompts(backend, builder: PromptBuilder, prompts: Sequence[Prompt],
         per_input = cf_probs[[row_of[tuple(p.demo_ids)] for p in prompts]]
         calibrated = contextual_calibration(probs, per_input)
         cal_pred = [labels[i] for i in calibrated.argmax(axis=1)]
+        whole = contextual_calibration(probs, per_input.mean(axis=0))
+        whole_pred = [labels[i] for i in whole.argmax(axis=1)]
         result.update(calibrated_probs=calibrated, calibrated_predictions=cal_pred,
-                      calibrated_accuracy=_accuracy(cal_pred, gold))
+                      calibrated_accuracy=_accuracy(cal_pred, gold), dataset_calibrated_predictions=whole_pred,
+                      dataset_calibrated_accuracy=_accuracy(whole_pred, gold))
     logger.info("icl eval: %d inputs, %d prompts, %d forward tokens (%d shared) in %.1fs; accuracy %s / calibrated %s",
                 len(prompts), stats.prompts, stats.forward_tokens, stats.shared_tokens, seconds,
                 result["accuracy"], result.get("calibrated_accuracy"))

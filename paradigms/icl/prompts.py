@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from curate.paradigms.icl.config import ORDERS, PromptConfig
 
 from curate.errors import ConfigError, DataError
+
+from .config import ORDERS, PromptConfig
 
 __all__ = ["Demo", "Prompt", "PromptBuilder", "display_order"]
 

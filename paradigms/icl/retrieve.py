@@ -23,10 +23,11 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from curate.paradigms.icl.config import RetrieveConfig
-from curate.paradigms.icl.prompts import Demo
 
 from curate.errors import ConfigError, DataError
+
+from .config import RetrieveConfig
+from .prompts import Demo
 
 __all__ = ["DemonstrationRetriever"]
 
@@ -112,27 +113,51 @@ class DemonstrationRetriever:
         return Demo(int(self.ids[position]), self.texts[position], self.labels[position])
 
     def _nearest(self, queries: np.ndarray, m: int, exclude: list[int | None]) -> tuple[np.ndarray, np.ndarray]:
-        """Similarities and labelled-set positions of each query's ``m`` nearest (``-1`` pads)."""
-        vectors = self._vectors()
+        """Similarities and labelled-set positions of each query's ``m`` nearest (``-1`` pads).
+
+        When the index holds exactly the labelled set, its own search answers (exact for a flat
+        index, HNSW/IVF at scale); otherwise the labelled vectors are compared with the queries
+        directly, block by block.
+        """
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        if queries.ndim != 2 or queries.shape[1] != vectors.shape[1]:
-            raise DataError(f"query vectors must have shape (n, {vectors.shape[1]}); got {queries.shape}.")
+        dim = self.index.dim
+        if queries.ndim != 2 or queries.shape[1] != dim:
+            raise DataError(f"query vectors must have shape (n, {dim}); got {queries.shape}.")
         queries = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
         position_of = {int(i): p for p, i in enumerate(self.ids.tolist())}
         sims = np.full((len(queries), m), -np.inf, dtype=np.float32)
         cands = np.full((len(queries), m), -1, dtype=np.int64)
+        if self._index_is_labelled_set():
+            width = min(m + 1, len(self.ids))  # one spare for an excluded id
+            scores, found = self.index.search(queries, width)
+            for r, own in enumerate(exclude):
+                keep = [(s, position_of[int(i)]) for s, i in zip(scores[r], found[r], strict=True)
+                        if i >= 0 and (own is None or int(i) != int(own))][:m]
+                for c, (s, p) in enumerate(keep):
+                    sims[r, c], cands[r, c] = s, p
+            return sims, cands
+        vectors = self._vectors()
         for b0 in range(0, len(queries), _QUERY_BLOCK):
             block = queries[b0:b0 + _QUERY_BLOCK] @ vectors.T
             for r, own in enumerate(exclude[b0:b0 + _QUERY_BLOCK]):
                 if own is not None and int(own) in position_of:
                     block[r, position_of[int(own)]] = -np.inf
-            # Ties go to the earlier labelled position: a stable sort of the negated similarities.
-            top = np.argsort(-block, axis=1, kind="stable")[:, :m]
+            top = np.argpartition(-block, m - 1, axis=1)[:, :m] if m < block.shape[1] else \
+                np.broadcast_to(np.arange(block.shape[1]), block.shape).copy()
             s = np.take_along_axis(block, top, axis=1)
+            # Best first; equal similarities in labelled-set order.
+            order = np.lexsort((top, -s), axis=1)
+            top, s = np.take_along_axis(top, order, axis=1), np.take_along_axis(s, order, axis=1)
             ok = np.isfinite(s)
             sims[b0:b0 + len(block)] = np.where(ok, s, -np.inf)
             cands[b0:b0 + len(block)] = np.where(ok, top, -1)
         return sims, cands
+
+    def _index_is_labelled_set(self) -> bool:
+        if getattr(self, "_same_ids_", None) is None:
+            self._same_ids_ = len(self.index) == len(self.ids) and bool(
+                np.array_equal(np.sort(self.index.ids), np.sort(self.ids)))
+        return self._same_ids_
 
     def _vectors(self) -> np.ndarray:
         if getattr(self, "_vectors_", None) is None:

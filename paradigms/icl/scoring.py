@@ -114,9 +114,10 @@ def score_options(backend, prompts: Sequence[str], options: Sequence[str], *, gr
         stats.shared_tokens += head * (len(rows) - 1)
     stats.groups += len(units)
     out = np.zeros((len(prompts), len(options)), dtype=np.float64)
+    before = stats.forward_tokens  # a caller's stats may already count earlier calls
     _run_units(model, units, option_ids, out, max_batch_tokens, max_batch_size, stats)
     if hasattr(backend, "usage"):
-        backend.usage.add(stats.forward_tokens, 0, kind="options")
+        backend.usage.add(stats.forward_tokens - before, 0, kind="options")
     return log_softmax_rows(out)
 
 
@@ -136,6 +137,22 @@ def _cache_kwarg(backbone) -> str:
     import inspect
 
     return "cache" if "cache" in inspect.signature(backbone.forward).parameters else "past_key_values"
+
+
+def _select_rows(cache, rows):
+    """A cache holding ``rows`` of ``cache`` (repeats allowed); ``cache`` itself stays as it is.
+
+    ``batch_select_indices`` replaces each layer's tensors by indexed copies, so copying the cache's
+    layer objects (not their tensors) is enough; a cache without ``layers`` is deep-copied instead.
+    """
+    layers = getattr(cache, "layers", None)
+    if layers is not None:
+        view = copy.copy(cache)
+        view.layers = [copy.copy(layer) for layer in layers]
+    else:  # pragma: no cover - older cache classes
+        view = copy.deepcopy(cache)
+    view.batch_select_indices(rows)
+    return view
 
 
 def _run_units(model, units, option_ids: list[int], out: np.ndarray, max_batch_tokens: int, max_batch_size: int,
@@ -191,8 +208,7 @@ def _run_units(model, units, option_ids: list[int], out: np.ndarray, max_batch_t
                 # offsets as in the unpadded prompt, while the mask hides the head's padding.
                 positions[j] = len(heads[r]) + torch.arange(tw)
             t_ids, t_mask, positions = t_ids.to(device), t_mask.to(device), positions.to(device)
-            rows_cache = copy.deepcopy(cache)
-            rows_cache.batch_select_indices(rows)
+            rows_cache = _select_rows(cache, rows)
             full_mask = torch.cat([mask[rows], t_mask], dim=1)
             with torch.inference_mode():
                 hidden = backbone(input_ids=t_ids, attention_mask=full_mask, position_ids=positions, use_cache=True,
