@@ -4,21 +4,42 @@ seed, state untouched, and a clear error on an empty pool or too large a budget.
 from __future__ import annotations
 
 import copy
+import zlib
 
 import numpy as np
 import pytest
 
 from curate.acquire import STRATEGIES, PoolState, make_strategy
+from curate.backends.base import BaseBackend, TokenLogprobs, log_softmax_rows
 from curate.errors import ConfigError
 from curate.index import EmbeddingIndex
+from curate.pool import load_pool
 
 N, C = 80, 3
-# Strategies that need an LM backend are exercised in their own tests (tests/test_acquire_llm.py).
+# LLM strategies get a deterministic fake backend at the seam (exact behaviour: tests/test_acquire_llm.py).
 NEEDS_BACKEND = {"ask_llm", "select_llm", "ifd"}
-NAMES = [n for n in STRATEGIES if n not in NEEDS_BACKEND]
+NAMES = list(STRATEGIES)
+
+
+class HashedLM(BaseBackend):
+    """Deterministic scores from the text's content; enough for the contract."""
+
+    name = "hashed"
+
+    def chat_prompt(self, messages, *, add_generation_prompt=True):
+        return messages[-1]["content"]
+
+    def option_logprobs(self, prompts, options, *, normalize=True):
+        rows = [[(zlib.crc32(f"{p}|{o}".encode()) % 1000) / 100.0 for o in options] for p in prompts]
+        return log_softmax_rows(np.array(rows))
+
+    def completion_logprobs(self, prompts, completions):
+        return [TokenLogprobs(("x",), np.array([-(zlib.crc32(f"{p}|{c}".encode()) % 500) / 100.0 - 0.01]))
+                for p, c in zip(prompts, completions, strict=True)]
 
 
 def make_state(labeled=(0, 5, 9)) -> PoolState:
+    pool = load_pool([{"prompt": f"question {i}", "response": f"answer {i * 7 % 13}"} for i in range(N)])
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(4, 8))
     x = centers[rng.integers(0, 4, N)] + 0.3 * rng.normal(size=(N, 8))
@@ -27,13 +48,18 @@ def make_state(labeled=(0, 5, 9)) -> PoolState:
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     mc = rng.dirichlet(np.ones(C), size=(5, N))
     committee = rng.dirichlet(np.ones(C), size=(4, N))
-    return PoolState(size=N, labeled=np.array(labeled), index=index, probs=probs,
+    return PoolState(size=N, labeled=np.array(labeled), index=index, probs=probs, pool=pool,
                      arrays={"mc_probs": mc, "committee_probs": committee, "token_entropy": rng.random(N),
                              "perplexity": rng.random(N) * 10})
 
 
 @pytest.fixture(params=NAMES)
 def strategy(request):
+    if request.param in NEEDS_BACKEND:
+        params = {"backend": HashedLM()}
+        if request.param == "ifd":
+            params["drop_above"] = None  # the fake's IFD values are arbitrary; keep every item rankable
+        return make_strategy(request.param, **params)
     return make_strategy(request.param)
 
 
