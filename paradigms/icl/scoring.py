@@ -11,6 +11,9 @@ the demonstration ids), and each group's head runs once:
    with explicit position ids (``head length + i``), so padding inside the cache changes nothing;
 3. only the last position of each tail goes through the LM head (no logits elsewhere).
 
+Prompts that share nothing with another (per-input k-NN demonstrations, uncalibrated) run in plain
+length-sorted batches without a cache, the LM head again only at their last position.
+
 Heads and tails are cut at token level (the longest common prefix of a group's tokenised prompts),
 so the result is the same as scoring each full prompt alone. Other backends (vLLM, HTTP servers,
 test fakes) and options that are not single distinct tokens go to ``backend.option_logprobs``.
@@ -103,19 +106,22 @@ def score_options(backend, prompts: Sequence[str], options: Sequence[str], *, gr
     members: dict[Hashable, list[int]] = {}
     for i, key in enumerate(keys):
         members.setdefault(key, []).append(i)
-    units = []  # (head ids, [(prompt position, tail ids)])
+    units = []  # (head ids, [(prompt position, tail ids)]): groups that share a head
+    alone = []  # (prompt position, ids): prompts that share nothing, scored in one pass without a cache
     for rows in members.values():
         head = _common_prefix_length([seqs[i] for i in rows])
         head = min(head, min(len(seqs[i]) for i in rows) - 1)  # every prompt keeps at least its last token
-        if head == 0:  # nothing shared after all: each prompt is its own unit
-            units += [(seqs[i][:-1], [(i, seqs[i][-1:])]) for i in rows]
+        if len(rows) == 1 or head == 0:
+            alone += [(i, seqs[i]) for i in rows]
             continue
         units.append((seqs[rows[0]][:head], [(i, seqs[i][head:]) for i in rows]))
         stats.shared_tokens += head * (len(rows) - 1)
-    stats.groups += len(units)
+    stats.groups += len(units) + len(alone)
     out = np.zeros((len(prompts), len(options)), dtype=np.float64)
     before = stats.forward_tokens  # a caller's stats may already count earlier calls
-    _run_units(model, units, option_ids, out, max_batch_tokens, max_batch_size, stats)
+    runner = _Runner(model, option_ids, max_batch_tokens, max_batch_size, stats)
+    runner.alone(alone, out)
+    runner.grouped(units, out)
     if hasattr(backend, "usage"):
         backend.usage.add(stats.forward_tokens - before, 0, kind="options")
     return log_softmax_rows(out)
@@ -155,69 +161,91 @@ def _select_rows(cache, rows):
     return view
 
 
-def _run_units(model, units, option_ids: list[int], out: np.ndarray, max_batch_tokens: int, max_batch_size: int,
-               stats: ScoringStats) -> None:
-    import torch
+class _Runner:
+    """Forward passes for ``score_options``: plain batches for prompts alone, heads then tails for groups."""
 
-    backbone = getattr(model, model.base_model_prefix, None)
-    head_layer = model.get_output_embeddings()
-    if backbone is None or head_layer is None:
-        raise ConfigError(f"{type(model).__name__} exposes no backbone/LM head pair; it cannot be scored.")
-    cache_kw = _cache_kwarg(backbone)
-    device = model.device
-    pad = 0
-    cap = getattr(model.config, "final_logit_softcapping", None)
-    opt = torch.tensor(option_ids, dtype=torch.long, device=device)
-    # Longest heads first, so that a batch's heads have similar lengths (little padding).
-    order = sorted(range(len(units)), key=lambda u: -len(units[u][0]))
-    batch: list[int] = []
-    for u in [*order, None]:
-        if u is not None:
-            widest = max([len(units[b][0]) for b in batch] + [len(units[u][0])])
-            if not batch or (len(batch) + 1) * widest <= max_batch_tokens and len(batch) < max_batch_size:
-                batch.append(u)
-                continue
-        if not batch:
-            break
-        heads = [units[b][0] for b in batch]
-        width = max(len(h) for h in heads)
-        ids = torch.full((len(heads), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(heads), width), dtype=torch.long)
-        for r, h in enumerate(heads):
-            ids[r, : len(h)] = torch.tensor(h)
-            mask[r, : len(h)] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        with torch.inference_mode():
-            result = backbone(input_ids=ids, attention_mask=mask, use_cache=True)
-        cache = getattr(result, "cache", None) or result.past_key_values
-        stats.forward_tokens += int(mask.sum())
-        tails = [(r, pos, tail) for r, b in enumerate(batch) for pos, tail in units[b][1]]
-        tails.sort(key=lambda t: -len(t[2]))
-        step = max(1, min(max_batch_size, max_batch_tokens // max(1, width + len(tails[0][2]))))
-        for start in range(0, len(tails), step):
-            chunk = tails[start:start + step]
-            rows = torch.tensor([r for r, _, _ in chunk], dtype=torch.long, device=device)
-            tw = max(len(t) for _, _, t in chunk)
-            t_ids = torch.full((len(chunk), tw), pad, dtype=torch.long)
-            t_mask = torch.zeros((len(chunk), tw), dtype=torch.long)
-            positions = torch.zeros((len(chunk), tw), dtype=torch.long)
-            for j, (r, _, t) in enumerate(chunk):
-                t_ids[j, : len(t)] = torch.tensor(t)
-                t_mask[j, : len(t)] = 1
+    def __init__(self, model, option_ids: list[int], max_batch_tokens: int, max_batch_size: int,
+                 stats: ScoringStats) -> None:
+        import torch
+
+        self.backbone = getattr(model, model.base_model_prefix, None)
+        self.head_layer = model.get_output_embeddings()
+        if self.backbone is None or self.head_layer is None:
+            raise ConfigError(f"{type(model).__name__} exposes no backbone/LM head pair; it cannot be scored.")
+        self.cache_kw = _cache_kwarg(self.backbone)
+        self.device = model.device
+        self.cap = getattr(model.config, "final_logit_softcapping", None)
+        self.options = torch.tensor(option_ids, dtype=torch.long, device=self.device)
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_size = max_batch_size
+        self.stats = stats
+
+    def _batches(self, lengths: list[int]) -> list[list[int]]:
+        """Positions grouped longest first, each batch's padded size and row count under the limits."""
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        batches: list[list[int]] = []
+        for i in order:
+            current = batches[-1] if batches else None
+            if (current is not None and len(current) < self.max_batch_size
+                    and (len(current) + 1) * lengths[current[0]] <= self.max_batch_tokens):
+                current.append(i)
+            else:
+                batches.append([i])
+        return batches
+
+    def _padded(self, seqs: list[list[int]]):
+        import torch
+
+        width = max(len(s) for s in seqs)
+        ids = torch.zeros((len(seqs), width), dtype=torch.long)  # pad id 0: masked out everywhere
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for r, s in enumerate(seqs):
+            ids[r, : len(s)] = torch.tensor(s)
+            mask[r, : len(s)] = 1
+        self.stats.forward_tokens += int(mask.sum())
+        return ids.to(self.device), mask.to(self.device)
+
+    def _options_at(self, hidden, last: list[int]) -> np.ndarray:
+        """Option log-probs from the hidden state at each row's ``last`` position (the LM head runs there only)."""
+        import torch
+
+        rows = torch.arange(len(last), device=hidden.device)
+        logits = self.head_layer(hidden[rows, torch.tensor(last, dtype=torch.long, device=hidden.device)]).float()
+        if self.cap:
+            logits = self.cap * torch.tanh(logits / self.cap)
+        return torch.log_softmax(logits, dim=-1)[:, self.options].double().cpu().numpy()
+
+    def alone(self, items: list[tuple[int, list[int]]], out: np.ndarray) -> None:
+        import torch
+
+        for batch in self._batches([len(seq) for _, seq in items]):
+            seqs = [items[b][1] for b in batch]
+            ids, mask = self._padded(seqs)
+            with torch.inference_mode():
+                hidden = self.backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+                out[[items[b][0] for b in batch]] = self._options_at(hidden, [len(s) - 1 for s in seqs])
+
+    def grouped(self, units, out: np.ndarray) -> None:
+        import torch
+
+        for batch in self._batches([len(head) for head, _ in units]):
+            heads = [units[b][0] for b in batch]
+            ids, mask = self._padded(heads)
+            with torch.inference_mode():
+                result = self.backbone(input_ids=ids, attention_mask=mask, use_cache=True)
+            cache = getattr(result, "cache", None) or result.past_key_values
+            tails = sorted(((r, pos, tail) for r, b in enumerate(batch) for pos, tail in units[b][1]),
+                           key=lambda t: -len(t[2]))
+            step = max(1, min(self.max_batch_size, self.max_batch_tokens // (ids.shape[1] + len(tails[0][2]))))
+            for start in range(0, len(tails), step):
+                chunk = tails[start:start + step]
+                rows = torch.tensor([r for r, _, _ in chunk], dtype=torch.long, device=self.device)
+                t_ids, t_mask = self._padded([t for _, _, t in chunk])
                 # Positions continue each row's own head, not the padded width: RoPE sees the same
                 # offsets as in the unpadded prompt, while the mask hides the head's padding.
-                positions[j] = len(heads[r]) + torch.arange(tw)
-            t_ids, t_mask, positions = t_ids.to(device), t_mask.to(device), positions.to(device)
-            rows_cache = _select_rows(cache, rows)
-            full_mask = torch.cat([mask[rows], t_mask], dim=1)
-            with torch.inference_mode():
-                hidden = backbone(input_ids=t_ids, attention_mask=full_mask, position_ids=positions, use_cache=True,
-                                  **{cache_kw: rows_cache}).last_hidden_state
-                last = torch.tensor([len(t) - 1 for _, _, t in chunk], dtype=torch.long, device=device)
-                logits = head_layer(hidden[torch.arange(len(chunk), device=device), last]).float()
-                if cap:
-                    logits = cap * torch.tanh(logits / cap)
-                logp = torch.log_softmax(logits, dim=-1)[:, opt]
-            stats.forward_tokens += int(t_mask.sum())
-            out[[pos for _, pos, _ in chunk]] = logp.double().cpu().numpy()
-        batch = [u] if u is not None else []
+                positions = torch.stack([len(heads[r]) + torch.arange(t_ids.shape[1]) for r, _, _ in chunk])
+                with torch.inference_mode():
+                    hidden = self.backbone(input_ids=t_ids, attention_mask=torch.cat([mask[rows], t_mask], dim=1),
+                                           position_ids=positions.to(self.device), use_cache=True,
+                                           **{self.cache_kw: _select_rows(cache, rows)}).last_hidden_state
+                    out[[pos for _, pos, _ in chunk]] = self._options_at(hidden, [len(t) - 1 for _, _, t in chunk])
