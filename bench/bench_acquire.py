@@ -551,8 +551,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict = {"args": vars(args), "versions": info, "threads": THREADS, "loadavg_start": load_start, "sizes": {}}
     measured: dict[str, float] = {}
     t0 = time.perf_counter()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save_partial() -> None:  # a long run that is stopped still leaves its finished sections behind
+        out.write_text(json.dumps({**results, "complete": False, "measured": measured}, indent=2, default=float))
 
     bandwidths: dict[str, dict] = {}
+    results["bandwidth"] = bandwidths
     for n in sorted(sizes, reverse=True):
         log(f"\n=== N = {n:,} (d = {D}) === load {loadavg()}")
         x = mixture(n, D, SEED)
@@ -578,6 +584,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             measured.update(part.get("summary", {}))
         per["loadavg_after"] = loadavg()
         results["sizes"][str(n)] = per
+        save_partial()
         del index
         gc.collect()
     if "peers" in sections:
@@ -592,10 +599,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ok = value <= threshold if op == "<=" else value >= threshold
         rows.append({"key": key, "target": desc, "op": op, "threshold": threshold, "measured": value,
                      "status": "PASS" if ok else "FAIL"})
-    results.update(loadavg_end=load_end, total_s=time.perf_counter() - t0, summary=rows,
+    results.update(loadavg_end=load_end, total_s=time.perf_counter() - t0, summary=rows, complete=True,
                    lifetime_peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-
-    results["bandwidth"] = bandwidths
     log("\n=== summary (times: best of alternated reps for top-k, single runs otherwise) ===")
     for n, bw in bandwidths.items():
         log(f"read bandwidth, N={int(n):,} matrix ({bw['matrix_bytes'] / MIB:,.0f} MiB): {bw['bytes_per_s'] / 1e9:.2f} GB/s "
@@ -606,8 +611,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"{r['target']:<{width}}  {r['op'] + ' ' + format(r['threshold'], 'g'):>8}  {r['measured']:9.3f}  {r['status']}")
     log(f"load average at start {load_start}, at end {load_end}; total {results['total_s']:.0f} s; "
         f"lifetime peak RSS {results['lifetime_peak_rss_mib']:,.0f} MiB")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=float))
     log(f"wrote {out}")
     return 0 if all(r["status"] == "PASS" for r in rows) else 1
