@@ -85,11 +85,17 @@ def loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+_PEAK_BEFORE_RESETS_MIB = 0.0
+
+
 def reset_peak_rss() -> bool:
     """Reset the kernel's peak-RSS mark (VmHWM) so the next reading is this phase's peak.
 
     Freed heap that glibc still holds would hide new allocations from RSS, so it is returned first.
+    The reset also lowers getrusage's ru_maxrss, so the peak so far is remembered before it.
     """
+    global _PEAK_BEFORE_RESETS_MIB
+    _PEAK_BEFORE_RESETS_MIB = max(_PEAK_BEFORE_RESETS_MIB, peak_rss_mb())
     try:
         import ctypes
 
@@ -115,7 +121,8 @@ def peak_rss_mb() -> float:
 
 
 def lifetime_peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    rusage_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return max(_PEAK_BEFORE_RESETS_MIB, peak_rss_mb(), rusage_peak)
 
 
 def timed(fn: Callable[[], object]) -> tuple[object, float]:
