@@ -295,15 +295,16 @@ def run_dataset(name: str, args, backend, embedder, *, first: bool) -> dict:
         return out
 
     results: dict[str, dict] = {}
-    results["zero-shot"] = condition(RetrieveConfig(method="zero_shot"), [0], label="zero-shot")
-    results["random"] = condition(RetrieveConfig(method="fixed", k=4), args.seeds, label="random demonstrations")
-    results["k-NN"] = condition(RetrieveConfig(method="knn", k=4, candidates=4), [0], label="k-NN")
-    results["k-NN + perplexity"] = condition(RetrieveConfig(method="knn", k=4, candidates=6, rerank="demo_perplexity"),
-                                             [0], label="k-NN + perplexity")
+    if "baselines" in args.parts:
+        results["zero-shot"] = condition(RetrieveConfig(method="zero_shot"), [0], label="zero-shot")
+        results["random"] = condition(RetrieveConfig(method="fixed", k=4), args.seeds, label="random demonstrations")
+        results["k-NN"] = condition(RetrieveConfig(method="knn", k=4, candidates=4), [0], label="k-NN")
+        results["k-NN + perplexity"] = condition(
+            RetrieveConfig(method="knn", k=4, candidates=6, rerank="demo_perplexity"), [0], label="k-NN + perplexity")
 
     # Selective annotation: per seed one unlabelled pool; each strategy buys `budget` gold labels.
     selection_seconds: dict[str, list[float]] = {}
-    for budget in args.budgets:
+    for budget in args.budgets if "sa" in args.parts else []:
         for strategy in ("votek", "random"):
             runs = []
             for seed in args.seeds:
@@ -333,7 +334,7 @@ def run_dataset(name: str, args, backend, embedder, *, first: bool) -> dict:
     # demonstration set on the first dataset only (where the shared head pays), also without sharing.
     throughput = {}
     n = min(args.throughput_n, len(texts))
-    kinds = ("k-NN", "fixed") if first else ("k-NN",)
+    kinds = (("k-NN", "fixed") if first else ("k-NN",)) if "throughput" in args.parts else ()
     for kind in kinds:
         rcfg = RetrieveConfig(method="knn", k=4, candidates=4) if kind == "k-NN" else RetrieveConfig(method="fixed", k=4)
         retriever = DemonstrationRetriever(rcfg, index=index, ids=pool_ids, labels=split.pool_labels,
@@ -389,17 +390,19 @@ def anchors(name: str, res: dict, budgets: list[int]) -> list[str]:
     out = []
     scopes = (("raw", "accuracy_mean"), ("calibrated per prompt", "calibrated_mean"),
               ("calibrated dataset-wide", "dataset_calibrated_mean"))
-    for kind, key in scopes:
+    for kind, key in scopes if "k-NN" in c else ():
         knn, rnd = c["k-NN"][key], c["random"][key]
         out.append(f"  [{name}] similar beats random ({kind}): k-NN {knn:.3f} vs random {rnd:.3f} -> "
                    f"{'HOLDS' if knn > rnd else 'does not hold'}")
-    for budget in budgets:
+    for budget in [b for b in budgets if f"votek {b}" in c]:
         for kind, key in scopes:
             v, r = c[f"votek {budget}"][key], c[f"random {budget}"][key]
             rel = (v - r) / r if r > 0 else float("nan")
             out.append(f"  [{name}] vote-k vs random at {budget} ({kind}): {v:.3f} vs {r:.3f}, {100 * rel:+.1f}% relative"
                        + (f" (anchor +{100 * VOTEK_ANCHOR:.1f}%) -> {'HOLDS' if rel > 0 else 'does not hold'}"
                           if budget == 18 else ""))
+    if "zero-shot" not in c:
+        return out
     zero = max(c["zero-shot"]["accuracy_mean"], c["zero-shot"]["calibrated_mean"])
     best = max((r[key], f"{k} ({kind})") for k, r in c.items() if k != "zero-shot" for kind, key in scopes[1:])
     out.append(f"  [{name}] best selection + calibration: {best[1]} {best[0]:.3f} vs zero-shot {zero:.3f} (the better of "
@@ -455,11 +458,18 @@ def main() -> None:
     parser.add_argument("--max-batch-tokens", type=int, default=4096)
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--throughput-n", type=int, default=20)
+    parser.add_argument("--parts", default="baselines,sa,throughput",
+                        help="what to run: baselines (zero-shot, random, k-NN, k-NN + perplexity), sa (selective "
+                             "annotation), throughput")
+    parser.add_argument("--tag", default="", help="suffix for the output files, e.g. '_sa_knn'")
     parser.add_argument("--quick", action="store_true", help="16 inputs, seeds 0,1, a 500-example annotation pool")
     parser.add_argument("--threads", type=int, default=THREADS, help="torch/BLAS threads (default 2)")
     args = parser.parse_args()
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
     args.budgets = [int(b) for b in args.budgets.split(",") if b]
+    args.parts = {p for p in args.parts.split(",") if p}
+    if args.parts - {"baselines", "sa", "throughput"}:
+        parser.error(f"unknown --parts {sorted(args.parts - {'baselines', 'sa', 'throughput'})}")
     datasets = [d for d in args.datasets.split(",") if d]
     if args.quick:
         args.n_test, args.seeds, args.sa_pool, args.throughput_n = 16, [0, 1], 500, 4
@@ -484,6 +494,8 @@ def main() -> None:
              if args.sa_retrieval == "fixed" else "selective annotation evaluated with k-NN retrieval from the annotated set")]
     if args.quick:
         cuts.insert(0, f"QUICK: {args.n_test} test inputs, seeds {args.seeds}")
+    if args.parts != {"baselines", "sa", "throughput"}:
+        cuts.insert(0, f"only {', '.join(sorted(args.parts))} (--parts)")
     log("what was cut to fit the time budget:\n  - " + "\n  - ".join(cuts))
 
     from curate.backends.hf import TransformersBackend
@@ -496,7 +508,7 @@ def main() -> None:
     log(f"models loaded in {time.perf_counter() - clock:.1f}s: {backend.name} (context {backend.context_length}), "
         f"{embedder.name}")
     OUT.mkdir(parents=True, exist_ok=True)
-    suffix = "_quick" if args.quick else ""
+    suffix = args.tag + ("_quick" if args.quick else "")
     report = {"versions": vers, "threads": THREADS, "load_average_start": load_start, "cuts": cuts,
               "config": {k: v for k, v in vars(args).items()}, "datasets": {}}
     lines: list[str] = []
@@ -521,9 +533,10 @@ def main() -> None:
             log(f"  {name:<7} {kind:<6} ({t['inputs']} inputs, ~{t['tokens_per_prompt']:.0f} tokens/prompt): plain "
                 f"{t['plain_inputs_per_second']:.2f}  harness {t['harness_inputs_per_second']:.2f} (x{t['speedup']:.1f}"
                 f"{sharing})  same predictions: {t['same_predictions']}")
-        calibrated = res["conditions"]["k-NN"]
-        log(f"  {name:<7} k-NN, all {res['n_test']} inputs with calibration (4 prompts each): "
-            f"{res['n_test'] / calibrated['seconds']:.2f} inputs/s")
+        if "k-NN" in res["conditions"]:
+            calibrated = res["conditions"]["k-NN"]
+            log(f"  {name:<7} k-NN, all {res['n_test']} inputs with calibration (4 prompts each): "
+                f"{res['n_test'] / calibrated['seconds']:.2f} inputs/s")
     log("\npublished anchors at 135M:")
     log("\n".join(verdicts))
     total = time.perf_counter() - started
