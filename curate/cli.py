@@ -126,8 +126,23 @@ def build_parser(extensions: Sequence[Extension] = ()) -> tuple[argparse.Argumen
     score.add_argument("--base-url", default=None, help="server URL for --backend openai")
     score.add_argument("--device", default="auto")
     score.add_argument("--out", required=True, help="output .jsonl, .parquet, or folder")
+    bench = sub.add_parser("bench", help="benchmark grid -> table; 'bench report RUN_DIR'; 'bench speed RECIPE'",
+                           description="curate bench RECIPE [--out RUN_DIR] runs (or resumes) a benchmark grid; "
+                                       "curate bench report RUN_DIR writes the report from its table; "
+                                       "curate bench speed RECIPE times selection at large pool sizes.")
+    bench.add_argument("target", help="a benchmark recipe (recipes/bench-*.yaml), or 'report' / 'speed'")
+    bench.add_argument("path", nargs="?", default=None, help="report: the benchmark folder; speed: the recipe")
+    bench.add_argument("--out", default=None, help="benchmark folder (default: runs/bench-<name>); report: where to write")
+    bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                       help="override a recipe value, e.g. grid.seed=[0] or schedules.default.rounds=3; repeatable")
+    bench.add_argument("--threads", type=int, default=None, help="pin BLAS/OpenMP/torch threads (stable timings)")
+    bench.add_argument("--limit", type=int, default=None, help="run at most this many cells, then stop")
+    bench.add_argument("--no-speed", action="store_true", help="skip the recipe's speed section")
+    bench.add_argument("--sizes", default=None, help="speed: comma-separated pool sizes, e.g. 10000,100000")
+    bench.add_argument("--metric", default="metric", help="report: the metric column (default: the primary)")
+    bench.add_argument("--no-report", action="store_true", help="do not write the report after the run")
     handlers = {"demo": _demo, "env": _env, "index": _index, "score": _score, "select": _select, "run": _run,
-                "resume": _resume, "label": _label, "generate": _generate}
+                "resume": _resume, "label": _label, "generate": _generate, "bench": _bench}
     for extension in extensions:
         handlers.update(extension(sub))
     return parser, handlers
@@ -279,6 +294,12 @@ def _report(result) -> None:
     print(f"Run folder: {result.run_dir} (journal.sqlite, config.yaml, curve.csv, curve.png)")
     if result.waiting:
         print(f"Label the exported batch (curate label ...), then: curate resume {result.run_dir}")
+
+
+def _bench(args) -> int:
+    from curate.bench.cli import run_bench_command
+
+    return run_bench_command(args)
 
 
 def _label(args) -> int:

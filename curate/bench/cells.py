@@ -1,0 +1,165 @@
+"""What every cell runner shares: strategies by name (peers included), annotators, ledgers and stopping
+from the recipe, the per-round metrics log, and the rows a finished cell contributes to the table.
+
+A cell's rows come from its run folder alone: the loop's journal (labels, money, tokens, timings,
+selection time) and ``metrics.jsonl`` (every metric the runner measured per round). So the table can
+be rebuilt from the run folders, and a resumed cell gives the same rows as an uninterrupted one
+(timings aside).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from curate.errors import ConfigError
+
+__all__ = ["MetricsLog", "build_cell_annotator", "build_ledger", "build_stopping", "build_strategy", "cell_rows",
+           "init_strategy"]
+
+PEER_PREFIX = "small-text:"
+
+
+def build_strategy(config, name: str, **extra: Any):
+    """The strategy a grid's ``strategy`` value names: an alias from ``strategies``, a ``curate.acquire``
+    name, or a peer (``small-text:ClassName``)."""
+    spec = config.strategy(name)
+    params = {**spec.params, **extra}
+    if spec.name.startswith(PEER_PREFIX):
+        from curate.bench.peers import SmallTextStrategy
+
+        return SmallTextStrategy(spec.name[len(PEER_PREFIX):], **params)
+    from curate.acquire import make_strategy
+
+    return make_strategy(spec.name, **params)
+
+
+def init_strategy(config, cell):
+    schedule = config.schedules[cell.schedule]
+    if schedule.init_strategy == "same":
+        return build_strategy(config, cell.strategy)
+    return build_strategy(config, schedule.init_strategy)
+
+
+def build_cell_annotator(config, cell, classes, pool, index, backend_factory: Callable[[], Any]):
+    """The annotator of ``annotators[cell.annotator]`` (gold, llm, hybrid; people are not simulated here)."""
+    from curate.run import build_annotator
+
+    spec = config.annotators[cell.annotator]
+    if spec.kind == "human" or (spec.kind == "hybrid" and spec.human != "gold"):
+        raise ConfigError(f"annotators.{cell.annotator}: a benchmark cannot wait for people; use kind gold, llm, or "
+                          "hybrid with human: gold (people simulated by the gold labels).")
+    return build_annotator(SimpleNamespace(annotator=spec, labels=list(classes)), pool, index, backend_factory)
+
+
+def build_ledger(config, cell):
+    from curate.ledger import Ledger, Prices
+
+    p = config.prices
+    return Ledger(Prices(p.human_per_label, p.llm_input_per_million, p.llm_output_per_million, p.currency),
+                  budget=config.schedules[cell.schedule].money)
+
+
+def build_stopping(config, cell):
+    from curate.stopping import MaxRounds
+
+    return MaxRounds(config.schedules[cell.schedule].rounds)
+
+
+class MetricsLog:
+    """Per-round metrics of one cell, appended to ``metrics.jsonl`` in its run folder.
+
+    ``evaluator(fn)`` is the loop's ``evaluate``: it calls ``fn(learner) -> {name: value}``, writes the
+    values under the round being trained, and gives the loop the primary metric. Rounds are counted
+    from the journal, so a resumed cell writes under the right round; the last line of a round wins
+    (a crash between the metrics and the journal's commit rewrites that round).
+    """
+
+    def __init__(self, run_dir: str | Path, names: tuple[str, ...]) -> None:
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.names = tuple(names)
+        self.round = _trained_rounds(Path(run_dir) / "journal.sqlite")
+
+    def evaluator(self, fn: Callable[[Any], Mapping[str, float]]) -> Callable[[Any], float]:
+        def evaluate(learner) -> float:
+            values = {k: None if v is None else float(v) for k, v in dict(fn(learner)).items()}
+            missing = [n for n in self.names if n not in values]
+            if missing:
+                raise ConfigError(f"The benchmark's evaluate function returned no {missing} (it promised {self.names}).")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"round": self.round, **values}) + "\n")
+            self.round += 1
+            return values[self.names[0]]
+
+        return evaluate
+
+    @staticmethod
+    def read(run_dir: str | Path) -> dict[int, dict[str, float]]:
+        path = Path(run_dir) / "metrics.jsonl"
+        out: dict[int, dict[str, float]] = {}
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    out[int(row.pop("round"))] = row
+        return out
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
+
+
+def _trained_rounds(path: Path) -> int:
+    if not path.exists():
+        return 0
+    db = _connect(path)
+    try:
+        return db.execute("SELECT COUNT(*) FROM rounds WHERE status = 'trained'").fetchone()[0]
+    except sqlite3.OperationalError:  # a journal created but never written
+        return 0
+    finally:
+        db.close()
+
+
+def cell_rows(run_dir: str | Path, cell, metric_names: tuple[str, ...], currency: str) -> list[dict]:
+    """One row per trained round of the cell in ``run_dir``: cumulative labels, money and tokens, the
+    round's wall and selection time, and every metric (the primary also as ``metric``)."""
+    run_dir = Path(run_dir)
+    db = _connect(run_dir / "journal.sqlite")
+    try:
+        rounds = db.execute("SELECT round, labels, spent_micros, metric, started, finished, info FROM rounds "
+                            "WHERE status = 'trained' ORDER BY round").fetchall()
+        charges = db.execute("SELECT round, COUNT(item_id), SUM(human_labels), SUM(input_tokens), SUM(output_tokens) "
+                             "FROM charges GROUP BY round").fetchall()
+        sources = db.execute("SELECT round, source, COUNT(*) FROM labels WHERE label IS NOT NULL "
+                             "GROUP BY round, source").fetchall()
+    finally:
+        db.close()
+    per_round = {r[0]: r[1:] for r in charges}
+    by_source: dict[int, dict[str, int]] = {}
+    for r, source, n in sources:
+        by_source.setdefault(r, {})[source] = n
+    metrics = MetricsLog.read(run_dir)
+    rows, elapsed, human, tin, tout, llm_labels = [], 0.0, 0, 0, 0, 0
+    for r, labels, spent_micros, metric, started, finished, info in rounds:
+        info = json.loads(info or "{}")
+        _, h, i, o = per_round.get(r, (0, 0, 0, 0))
+        human, tin, tout = human + (h or 0), tin + (i or 0), tout + (o or 0)
+        llm_labels += by_source.get(r, {}).get("llm", 0)
+        wall = float(finished - started) if started is not None and finished is not None else float("nan")
+        elapsed += wall
+        row = {**cell.keys, "round": int(r), "labels": int(labels), "llm_labels": int(llm_labels),
+               "human_labels": int(human), "spent": (spent_micros or 0) / 1e6, "currency": currency,
+               "input_tokens": int(tin), "output_tokens": int(tout), "wall_seconds": wall,
+               "elapsed_seconds": elapsed, "select_seconds": float(info.get("select_seconds", float("nan"))),
+               "metric": metric}
+        got = metrics.get(int(r), {})
+        for name in metric_names:
+            row[name] = got.get(name, metric if name == metric_names[0] else None)
+        rows.append(row)
+    return rows

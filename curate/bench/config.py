@@ -1,0 +1,270 @@
+"""Benchmark recipes: a YAML grid (paradigm x dataset x strategy x schedule x annotator x seed) and the
+named parts its axes refer to, mirrored one to one by the dataclasses here.
+
+A recipe names values on each axis of ``grid``; each value that is not built in is defined in the
+block of the same name (``datasets``, ``strategies``, ``schedules``, ``annotators``). The learner,
+prices, embedder and LM are shared by every cell. Unknown keys are errors that name the key and
+suggest the right one (``curate.config.from_dict``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from curate.config import (
+    AnnotatorConfig,
+    LearnerConfig,
+    LMConfig,
+    PoolConfig,
+    PricesConfig,
+    apply_overrides,
+    from_dict,
+)
+from curate.errors import ConfigError, did_you_mean
+from curate.models import DEFAULT_EMBEDDER
+
+__all__ = ["BUILTIN_DATASETS", "BenchConfig", "Cell", "DatasetConfig", "GridConfig", "ScheduleConfig", "SpeedConfig",
+           "StrategyConfig", "expand_grid", "load_bench_config"]
+
+# Datasets a grid may name without defining them (read in place; see curate.bench.datasets).
+BUILTIN_DATASETS = ("sst2", "trec", "agnews", "reviews", "synthetic")
+
+
+@dataclass
+class DatasetConfig:
+    """Where a dataset's pool and test set come from.
+
+    ``source`` is a built-in name (``sst2``, ``trec``, ``agnews`` read from the shared data folder;
+    ``reviews``, the sample shipped with curate; ``synthetic``, Gaussian blobs with no text) or
+    ``files``, with ``pool`` and ``test`` read by ``load_pool`` (both need ``text`` and ``label``).
+    ``pool_max`` / ``test_max`` subsample with a fixed seed (the same rows for every cell).
+    """
+
+    source: str = ""
+    pool: PoolConfig | None = None
+    test: PoolConfig | None = None
+    labels: list[str] = field(default_factory=list)   # files: the label set (default: labels in the pool)
+    pool_max: int | None = None
+    test_max: int | None = None
+    data_dir: str | None = None                        # shared data root (default: ../shared/data, $CURATE_DATA)
+    params: dict[str, Any] = field(default_factory=dict)  # synthetic: n_pool, n_test, dim, classes, spread
+
+    def __post_init__(self) -> None:
+        known = (*BUILTIN_DATASETS, "files")
+        if self.source and self.source not in known:
+            raise ConfigError(f"datasets.*.source must be one of {', '.join(known)}. Got '{self.source}' instead."
+                              f"{did_you_mean(self.source, known)}")
+        for name in ("pool_max", "test_max"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"datasets.*.{name} must be a positive integer or null. Got {value!r} instead.")
+
+
+@dataclass
+class StrategyConfig:
+    """A strategy with parameters, under a name of its own: ``votek10: {name: votek, params: {k: 10}}``.
+    ``name`` is a ``curate.acquire`` strategy or ``small-text:ClassName`` (a peer, see curate.bench.peers)."""
+
+    name: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ScheduleConfig:
+    """How labels are bought: ``init`` in round 0 (by ``init_strategy``), then ``batch`` per round, for
+    ``rounds`` rounds in all (round 0 included); ``money`` stops a cell when the next batch no longer fits.
+
+    ``init_strategy: same`` uses the cell's own strategy for round 0 (selective annotation for ICL, where
+    vote-k chooses every label); the default ``random`` gives every strategy the same random start
+    for a seed, the classic protocol.
+    """
+
+    init: int = 25
+    batch: int = 25
+    rounds: int = 10
+    init_strategy: str = "random"
+    money: float | None = None
+
+    def __post_init__(self) -> None:
+        for name, low in (("init", 1), ("batch", 1), ("rounds", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"schedules.*.{name} must be an integer >= {low}. Got {value!r} instead.")
+        if self.money is not None and self.money < 0:
+            raise ConfigError(f"schedules.*.money must be non-negative. Got {self.money!r} instead.")
+
+    @property
+    def planned_labels(self) -> list[int]:
+        return [self.init + r * self.batch for r in range(self.rounds)]
+
+
+@dataclass
+class GridConfig:
+    paradigm: list[str] = field(default_factory=lambda: ["classification"])
+    dataset: list[str] = field(default_factory=list)
+    strategy: list[str] = field(default_factory=list)
+    schedule: list[str] = field(default_factory=lambda: ["default"])
+    annotator: list[str] = field(default_factory=lambda: ["gold"])
+    seed: list[int] = field(default_factory=lambda: [0])
+
+    def __post_init__(self) -> None:
+        for name in ("paradigm", "dataset", "strategy", "schedule", "annotator", "seed"):
+            values = getattr(self, name)
+            if not values:
+                raise ConfigError(f"grid.{name} must list at least one value.")
+            if len(set(map(str, values))) != len(values):
+                raise ConfigError(f"grid.{name} lists a value twice: {values}.")
+        bad = [s for s in self.seed if isinstance(s, bool) or not isinstance(s, int)]
+        if bad:
+            raise ConfigError(f"grid.seed must list integers. Got {bad} instead.")
+
+
+@dataclass
+class SpeedConfig:
+    """The speed table: selection time and peak memory per strategy on synthetic unit vectors."""
+
+    sizes: list[int] = field(default_factory=lambda: [10_000, 100_000, 1_000_000])
+    strategies: list[str] = field(default_factory=lambda: ["random", "entropy", "margin", "kcenter", "badge"])
+    budget: int = 100
+    labeled: int = 100
+    dim: int = 384
+    classes: int = 4
+    max_size: dict[str, int] = field(default_factory=dict)  # strategy -> largest pool it is timed on
+    repeats: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.sizes or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.sizes):
+            raise ConfigError(f"speed.sizes must list positive integers. Got {self.sizes!r} instead.")
+        if self.budget < 1 or self.labeled < 1:
+            raise ConfigError("speed.budget and speed.labeled must be at least 1.")
+
+
+@dataclass
+class BenchConfig:
+    name: str = "bench"
+    grid: GridConfig = field(default_factory=GridConfig)
+    datasets: dict[str, Any] = field(default_factory=dict)     # name -> DatasetConfig
+    strategies: dict[str, Any] = field(default_factory=dict)   # name -> StrategyConfig
+    schedules: dict[str, Any] = field(default_factory=dict)    # name -> ScheduleConfig
+    annotators: dict[str, Any] = field(default_factory=dict)   # name -> curate.config.AnnotatorConfig
+    paradigms: dict[str, Any] = field(default_factory=dict)    # paradigm -> its options (checked by its runner)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    prices: PricesConfig = field(default_factory=PricesConfig)
+    embedder: str = DEFAULT_EMBEDDER
+    lm: LMConfig = field(default_factory=LMConfig)
+    speed: SpeedConfig | None = None
+
+    def __post_init__(self) -> None:
+        # The named blocks are typed here, so that an error names the full key ("schedules.fast.batchh").
+        typed = {"datasets": DatasetConfig, "strategies": StrategyConfig, "schedules": ScheduleConfig,
+                 "annotators": AnnotatorConfig}
+        for block, cls in typed.items():
+            entries = getattr(self, block)
+            setattr(self, block, {str(k): v if isinstance(v, cls) else from_dict(cls, v or {}, f"{block}.{k}")
+                                  for k, v in entries.items()})
+        if "default" not in self.schedules:
+            self.schedules["default"] = ScheduleConfig()
+        if "gold" not in self.annotators:
+            self.annotators["gold"] = AnnotatorConfig(kind="gold")
+        for axis, block in (("schedule", "schedules"), ("annotator", "annotators")):
+            defined = getattr(self, block)
+            for value in getattr(self.grid, axis):
+                if value not in defined:
+                    raise ConfigError(f"grid.{axis} names '{value}', which {block} does not define. Defined: "
+                                      f"{', '.join(defined)}.{did_you_mean(value, defined)}")
+        for value in self.grid.dataset:
+            if value not in self.datasets and value not in BUILTIN_DATASETS:
+                raise ConfigError(f"grid.dataset names '{value}', which is neither built in ({', '.join(BUILTIN_DATASETS)}) "
+                                  f"nor defined under datasets.{did_you_mean(value, [*BUILTIN_DATASETS, *self.datasets])}")
+        for name, options in self.paradigms.items():
+            if not isinstance(options, dict):
+                raise ConfigError(f"paradigms.{name} must be a mapping of options. Got {options!r} instead.")
+
+    def dataset(self, name: str) -> DatasetConfig:
+        found = self.datasets.get(name)
+        if found is None:
+            return DatasetConfig(source=name)
+        if not found.source:
+            found.source = name if name in BUILTIN_DATASETS else "files"
+        return found
+
+    def strategy(self, name: str) -> StrategyConfig:
+        return self.strategies.get(name) or StrategyConfig(name=name)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the grid: one loop, in its own run folder."""
+
+    paradigm: str
+    dataset: str
+    strategy: str
+    schedule: str
+    annotator: str
+    seed: int
+
+    KEYS = ("paradigm", "dataset", "strategy", "schedule", "annotator", "seed")
+
+    @property
+    def keys(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.KEYS}
+
+    @property
+    def folder(self) -> str:
+        """The cell's run folder under the benchmark's, readable and safe on every file system."""
+        parts = [self.paradigm, self.dataset, self.strategy, self.schedule, self.annotator, f"seed{self.seed}"]
+        return "__".join(re.sub(r"[^A-Za-z0-9._-]+", "-", str(p)) for p in parts)
+
+    def describe(self) -> str:
+        return f"{self.paradigm} {self.dataset} {self.strategy} {self.schedule} {self.annotator} seed {self.seed}"
+
+    def fingerprint(self, config: BenchConfig) -> str:
+        """What the cell's results depend on: a rerun with another definition is refused, not mixed in."""
+        parts = {"cell": self.keys, "dataset": asdict(config.dataset(self.dataset)),
+                 "strategy": asdict(config.strategy(self.strategy)), "schedule": asdict(config.schedules[self.schedule]),
+                 "annotator": asdict(config.annotators[self.annotator]), "learner": asdict(config.learner),
+                 "prices": asdict(config.prices), "embedder": config.embedder,
+                 "paradigm": config.paradigms.get(self.paradigm, {})}
+        if config.annotators[self.annotator].kind != "gold":
+            parts["lm"] = asdict(config.lm)
+        blob = json.dumps(parts, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def expand_grid(config: BenchConfig) -> list[Cell]:
+    """Every cell, in a stable order: paradigm, dataset, schedule, annotator, seed, then strategy (so
+    that the strategies of one seed run next to each other, and a stopped run has whole comparisons)."""
+    g = config.grid
+    cells = []
+    for paradigm, dataset, schedule, annotator, seed, strategy in itertools.product(
+            g.paradigm, g.dataset, g.schedule, g.annotator, g.seed, g.strategy):
+        cells.append(Cell(str(paradigm), str(dataset), str(strategy), str(schedule), str(annotator), int(seed)))
+    return cells
+
+
+def load_bench_config(path: str | Path, overrides: list[str] | None = None) -> BenchConfig:
+    """A benchmark recipe (YAML), then ``a.b=value`` overrides; relative file paths in ``datasets``
+    are resolved against the recipe's folder."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"Benchmark recipe '{path}' does not exist. The shipped ones are recipes/bench-*.yaml.")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a benchmark recipe is a mapping (grid:, datasets:, ...). Got {type(data).__name__}.")
+    config = from_dict(BenchConfig, apply_overrides(data, overrides or []))
+    for ds in config.datasets.values():
+        for pc in (ds.pool, ds.test):
+            if pc is not None and pc.path and not Path(pc.path).is_absolute() and (path.parent / pc.path).exists():
+                pc.path = str((path.parent / pc.path).resolve())
+    return config

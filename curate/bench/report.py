@@ -1,0 +1,354 @@
+"""``curate bench report``: learning curves, areas under them, and paired comparisons against random,
+from the benchmark table alone (``results.parquet`` or ``results.csv``; ``speed.*`` when present).
+
+* Panels: one per (paradigm, dataset, schedule, annotator); strategies x seeds inside.
+* AUC: the area under a cell's learning curve (metric vs labels, and vs money), by the trapezoid rule
+  on the range every cell of the panel covers, divided by that range: a mean metric, in the metric's
+  own units. Mean ± sd (ddof=1) over seeds.
+* Paired comparison with ``random`` on the same seeds (the same random start, with the classic
+  schedule): mean AUC difference (x100), the seeds won, a paired t-test and an exact two-sided sign
+  test (ties dropped). With few seeds the p-values are large; they are reported as they are.
+* Outputs under ``RUN_DIR/report/``: ``curves_<panel>.png``, ``summary.csv``, ``report.md`` (links to
+  the PNGs) and ``report.html`` (self-contained: the PNGs embedded as base64).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from curate.errors import ConfigError
+
+__all__ = ["Report", "auc", "paired", "summarise", "write_report"]
+
+PANEL_KEYS = ("paradigm", "dataset", "schedule", "annotator")
+BASELINE = "random"
+
+
+def auc(x: np.ndarray, y: np.ndarray, lo: float | None = None, hi: float | None = None) -> float:
+    """Mean of ``y`` over ``[lo, hi]`` (default: the range of ``x``), linear between points."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    keep = ~np.isnan(y)
+    x, y = x[keep], y[keep]
+    if len(x) == 0:
+        return float("nan")
+    lo = x.min() if lo is None else lo
+    hi = x.max() if hi is None else hi
+    if hi <= lo:
+        return float(y[-1]) if len(x) == 1 else float("nan")
+    grid = np.linspace(lo, hi, 256)
+    values = np.interp(grid, x, y)
+    return float(np.sum((values[1:] + values[:-1]) * np.diff(grid)) / 2.0 / (hi - lo))
+
+
+def paired(a: list[float], b: list[float]) -> dict[str, float]:
+    """``a - b`` paired by seed: mean and sd of the differences, wins, ties, t-test and sign-test p-values."""
+    from scipy import stats
+
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    wins, losses = int(np.sum(d > 0)), int(np.sum(d < 0))
+    t_p = float("nan")
+    if len(d) > 1 and np.std(d) > 0:
+        t_p = float(stats.ttest_rel(a, b).pvalue)
+    sign_p = float(stats.binomtest(wins, wins + losses, 0.5).pvalue) if wins + losses else float("nan")
+    return {"diff": float(d.mean()) if len(d) else float("nan"),
+            "diff_sd": float(d.std(ddof=1)) if len(d) > 1 else 0.0,
+            "n": len(d), "wins": wins, "losses": losses, "t_p": t_p, "sign_p": sign_p}
+
+
+def _mean_sd(values) -> tuple[float, float]:
+    v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=np.float64)
+    if not len(v):
+        return float("nan"), float("nan")
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+@dataclass
+class Panel:
+    keys: dict[str, Any]
+    metric: str
+    strategies: list[str]
+    rows: list[dict] = field(default_factory=list)     # one per strategy: the summary
+    curves: dict[str, dict] = field(default_factory=dict)  # strategy -> labels, spent, mean, sd
+    money_range: tuple[float, float] = (0.0, 0.0)
+    currency: str = "USD"
+
+    @property
+    def title(self) -> str:
+        k = self.keys
+        return f"{k['dataset']} ({k['paradigm']}, schedule {k['schedule']}, annotator {k['annotator']})"
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(str(self.keys[k]) for k in PANEL_KEYS))
+
+
+def _order(strategies: list[str]) -> list[str]:
+    """Random first, then curate's strategies, then peers, each in the order the table has them."""
+    peers = [s for s in strategies if ":" in s]
+    ours = [s for s in strategies if ":" not in s and s != BASELINE]
+    return ([BASELINE] if BASELINE in strategies else []) + ours + peers
+
+
+def summarise(table, metric: str = "metric") -> list[Panel]:
+    """Per panel and strategy: AUC vs labels and vs money (mean ± sd over seeds), the final metric, the
+    paired comparison with random, and timings."""
+    if metric not in table.columns:
+        numeric = [c for c in table.columns if c not in PANEL_KEYS and table[c].dtype.kind == "f"]
+        raise ConfigError(f"The table has no column '{metric}'. Metric columns: {', '.join(numeric)}.")
+    missing = [c for c in (*PANEL_KEYS, "strategy", "seed", "round", "labels", "spent") if c not in table.columns]
+    if missing:
+        raise ConfigError(f"This is not a benchmark table: columns {missing} are missing.")
+    panels = []
+    for keys, frame in table.groupby(list(PANEL_KEYS), sort=False):
+        keys = dict(zip(PANEL_KEYS, keys, strict=True))
+        strategies = _order(list(dict.fromkeys(frame["strategy"])))
+        cells = {(s, int(seed)): g.sort_values("round") for (s, seed), g in frame.groupby(["strategy", "seed"], sort=False)}
+        label_lo = max(float(g["labels"].min()) for g in cells.values())
+        label_hi = min(float(g["labels"].max()) for g in cells.values())
+        money_lo = max(float(g["spent"].min()) for g in cells.values())
+        money_hi = min(float(g["spent"].max()) for g in cells.values())
+        panel = Panel(keys, metric, strategies, money_range=(money_lo, money_hi),
+                      currency=str(frame["currency"].iloc[0]) if "currency" in frame else "USD")
+        per_seed: dict[str, dict[int, dict]] = {}
+        for (s, seed), g in cells.items():
+            x, y = g["labels"].to_numpy(float), g[metric].to_numpy(float)
+            sel = g["select_seconds"].to_numpy(float)[1:] if "select_seconds" in g else np.array([])
+            per_seed.setdefault(s, {})[seed] = {
+                "auc": auc(x, y, label_lo, label_hi),
+                "auc_money": auc(g["spent"].to_numpy(float), y, money_lo, money_hi) if money_hi > money_lo else float("nan"),
+                "final": float(y[-1]), "labels": float(x[-1]), "spent": float(g["spent"].iloc[-1]),
+                "select": float(np.nanmean(sel)) if len(sel) and not np.all(np.isnan(sel)) else float("nan"),
+                "wall": float(g["wall_seconds"].sum()) if "wall_seconds" in g else float("nan"),
+                "tokens": float(g["input_tokens"].iloc[-1] + g["output_tokens"].iloc[-1]) if "input_tokens" in g else 0.0,
+            }
+        for s in strategies:
+            seeds = sorted(per_seed[s])
+            row = {**keys, "strategy": s, "seeds": len(seeds)}
+            for name in ("auc", "auc_money", "final", "spent", "select", "wall", "tokens"):
+                row[f"{name}_mean"], row[f"{name}_sd"] = _mean_sd([per_seed[s][k][name] for k in seeds])
+            if BASELINE in per_seed and s != BASELINE:
+                common = [k for k in seeds if k in per_seed[BASELINE]]
+                cmp = paired([per_seed[s][k]["auc"] for k in common], [per_seed[BASELINE][k]["auc"] for k in common])
+                row.update({f"vs_random_{k}": v for k, v in cmp.items()})
+            panel.rows.append(row)
+            rounds = frame[frame["strategy"] == s].groupby("round")
+            panel.curves[s] = {"labels": rounds["labels"].mean().to_numpy(float), "spent": rounds["spent"].mean().to_numpy(float),
+                               "mean": rounds[metric].mean().to_numpy(float),
+                               "sd": rounds[metric].std(ddof=1).fillna(0.0).to_numpy(float),
+                               "seeds": rounds[metric].count().to_numpy(int)}
+        panels.append(panel)
+    return panels
+
+
+# ---------------------------------------------------------------------------------------------- plots
+
+
+def plot_panel(panel: Panel, path: Path, metric_label: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=80)
+    colours = list(plt.get_cmap("tab10").colors) + list(plt.get_cmap("Dark2").colors)
+    by_strategy = {r["strategy"]: r for r in panel.rows}
+    has_money = panel.money_range[1] > 0
+    for i, s in enumerate(panel.strategies):
+        c = panel.curves[s]
+        style = ({"color": "black", "linestyle": "--", "linewidth": 2.0} if s == BASELINE else
+                 {"color": colours[i % len(colours)], "linestyle": ":" if ":" in s else "-", "linewidth": 1.5})
+        label = f"{s} (AUC {by_strategy[s]['auc_mean']:.3f})"
+        for ax, x in ((axes[0], c["labels"]), (axes[1], c["spent"])):
+            ax.plot(x, c["mean"], marker="o", markersize=2.5, label=label, **style)
+            ax.fill_between(x, c["mean"] - c["sd"], c["mean"] + c["sd"], color=style["color"], alpha=0.08, linewidth=0)
+    axes[0].set_xlabel("labels")
+    axes[1].set_xlabel(f"money spent ({panel.currency})" if has_money else "money spent (all prices zero)")
+    for ax in axes:
+        ax.set_ylabel(metric_label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="lower right", fontsize=7)
+    seeds = max(r["seeds"] for r in panel.rows)
+    fig.suptitle(f"{panel.title}: mean ± sd over {seeds} seed(s)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------- documents
+
+
+@dataclass
+class Report:
+    """Blocks rendered both as Markdown and as HTML: ("h", level, text), ("p", text), ("table", header, rows),
+    ("img", path, alt)."""
+
+    blocks: list[tuple] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        out = []
+        for block in self.blocks:
+            kind = block[0]
+            if kind == "h":
+                out.append("#" * block[1] + " " + block[2])
+            elif kind == "p":
+                out.append(block[1])
+            elif kind == "table":
+                header, rows = block[1], block[2]
+                out.append("| " + " | ".join(header) + " |\n|" + "|".join("---" for _ in header) + "|\n" +
+                           "\n".join("| " + " | ".join(str(v) for v in r) + " |" for r in rows))
+            elif kind == "img":
+                out.append(f"![{block[2]}]({Path(block[1]).name})")
+        return "\n\n".join(out) + "\n"
+
+    def html(self, title: str) -> str:
+        out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
+               "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+               "table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 7px;"
+               "text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}"
+               "img{max-width:100%}code{background:#f3f3f3;padding:1px 4px}</style></head><body>"]
+        for block in self.blocks:
+            kind = block[0]
+            if kind == "h":
+                out.append(f"<h{block[1]}>{html.escape(block[2])}</h{block[1]}>")
+            elif kind == "p":
+                text = html.escape(block[1])
+                text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+                text = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", text)
+                out.append(f"<p>{text}</p>")
+            elif kind == "table":
+                head = "".join(f"<th>{html.escape(str(h))}</th>" for h in block[1])
+                body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r) + "</tr>" for r in block[2])
+                out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            elif kind == "img":
+                data = base64.b64encode(Path(block[1]).read_bytes()).decode("ascii")
+                out.append(f"<img alt='{html.escape(block[2])}' src='data:image/png;base64,{data}'>")
+        out.append("</body></html>")
+        return "\n".join(out)
+
+
+def _f(value: float, digits: int = 4) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _p(value: float) -> str:
+    return "–" if value is None or math.isnan(value) else (f"{value:.3f}" if value >= 0.001 else f"{value:.1e}")
+
+
+def write_report(run_dir: str | Path, *, out: str | Path | None = None, metric: str = "metric",
+                 title: str | None = None) -> Path:
+    """Write the report of the benchmark table in ``run_dir``; returns the folder it is in."""
+    import pandas as pd
+
+    from curate.bench.run import read_table
+
+    run_dir = Path(run_dir)
+    table = read_table(run_dir)
+    out = Path(out) if out is not None else run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    panels = summarise(table, metric)
+    metric_label = _metric_label(table, metric)
+    cells = table.groupby(["paradigm", "dataset", "strategy", "schedule", "annotator", "seed"]).ngroups
+    report = Report()
+    report.blocks.append(("h", 1, title or f"Benchmark report: {run_dir.resolve().name}"))
+    report.blocks.append(("p", f"From `{TABLE_NAME}` alone: {len(table)} rows (one per round) of {cells} cells; metric "
+                               f"**{metric_label}**. AUC = the mean of the learning curve over the label range every cell "
+                               "of a panel covers (trapezoid rule), mean ± sd over seeds. Δ vs random = paired AUC difference "
+                               "x100 on the same seeds; won = seeds where the strategy's AUC beat random's; p-values: paired "
+                               "t-test and exact sign test (two-sided). Peers (small-text) run on the same embeddings, "
+                               "learner and seeds."))
+    summary_rows = []
+    overview: dict[str, dict[str, str]] = {}
+    for panel in panels:
+        png = out / f"curves_{panel.slug}.png"
+        plot_panel(panel, png, metric_label)
+        report.blocks.append(("h", 2, panel.title))
+        report.blocks.append(("img", str(png), f"learning curves, {panel.title}"))
+        header = ["strategy", "seeds", "AUC (labels)", "AUC (money)", "final", "Δ vs random (x100)", "won",
+                  "t-test p", "sign p", "spent", "select s/round", "wall s/cell"]
+        rows = []
+        for r in panel.rows:
+            vs = r.get("vs_random_diff")
+            rows.append([r["strategy"], r["seeds"], f"{_f(r['auc_mean'])} ± {_f(r['auc_sd'])}",
+                         _f(r["auc_money_mean"]), f"{_f(r['final_mean'])} ± {_f(r['final_sd'])}",
+                         "–" if vs is None else f"{100 * vs:+.2f} ± {100 * r['vs_random_diff_sd']:.2f}",
+                         "–" if vs is None else f"{r['vs_random_wins']}/{r['vs_random_n']}",
+                         "–" if vs is None else _p(r["vs_random_t_p"]), "–" if vs is None else _p(r["vs_random_sign_p"]),
+                         _f(r["spent_mean"], 2), _f(r["select_mean"], 4), _f(r["wall_mean"], 1)])
+            summary_rows.append(r)
+            if vs is not None:
+                overview.setdefault(r["strategy"], {})[panel.title] = f"{100 * vs:+.2f} ({r['vs_random_wins']}/{r['vs_random_n']})"
+        report.blocks.append(("table", header, rows))
+        lo, hi = panel.money_range
+        report.blocks.append(("p", f"Labels {int(panel.curves[panel.strategies[0]]['labels'][0])}–"
+                                   f"{int(panel.curves[panel.strategies[0]]['labels'][-1])}; money "
+                                   f"{lo:.2f}–{hi:.2f} {panel.currency}."))
+    if overview and len(panels) > 1:
+        titles = [p.title for p in panels]
+        report.blocks.append(("h", 2, "Overview: AUC difference to random (x100, seeds won)"))
+        report.blocks.append(("table", ["strategy", *[p.keys["dataset"] for p in panels]],
+                              [[s, *[overview[s].get(t, "–") for t in titles]] for s in overview]))
+    speed = _read_speed(run_dir)
+    if speed is not None:
+        report.blocks.append(("h", 2, "Selection speed and peak memory (synthetic unit vectors)"))
+        report.blocks.extend(speed_blocks(speed))
+    pd.DataFrame(summary_rows).to_csv(out / "summary.csv", index=False)
+    (out / "report.md").write_text(report.markdown(), encoding="utf-8")
+    (out / "report.html").write_text(report.html(title or f"Benchmark report: {run_dir.resolve().name}"), encoding="utf-8")
+    return out
+
+
+TABLE_NAME = "results.parquet"
+
+
+def _metric_label(table, metric: str) -> str:
+    if metric != "metric":
+        return metric
+    named = [c for c in table.columns if c not in ("metric",) and c in ("accuracy", "icl_accuracy")]
+    for c in table.columns[table.columns.get_loc("metric") + 1:]:
+        if table[c].equals(table["metric"]):
+            return c
+    return named[0] if named else "metric"
+
+
+def _read_speed(run_dir: Path):
+    import pandas as pd
+
+    if (run_dir / "speed.parquet").exists():
+        return pd.read_parquet(run_dir / "speed.parquet")
+    if (run_dir / "speed.csv").exists():
+        return pd.read_csv(run_dir / "speed.csv")
+    return None
+
+
+def speed_blocks(speed) -> list[tuple]:
+    sizes = sorted(speed["size"].unique())
+    header = ["strategy", *[f"{n:,}: s" for n in sizes], *[f"{n:,}: peak MiB" for n in sizes]]
+    rows = []
+    for s in dict.fromkeys(speed["strategy"]):
+        got = speed[speed["strategy"] == s].set_index("size")
+        times = [(_f(got.loc[n, "seconds"], 3) if n in got.index and not _skipped(got.loc[n]) else "skipped")
+                 for n in sizes]
+        mems = [(_f(got.loc[n, "peak_mib"], 1) if n in got.index and not _skipped(got.loc[n]) else "–") for n in sizes]
+        rows.append([s, *times, *mems])
+    first = speed.iloc[0]
+    note = (f"One selection of {int(first['budget'])} items from a pool of N unit vectors (dim {int(first['dim'])}, "
+            f"{int(first['labeled'])} labelled, {int(first['classes'])} classes), best of {int(first['repeats'])}; peak "
+            "MiB = tracemalloc peak of the call (numpy and Python allocations). 'skipped' = above the strategy's "
+            "max_size in the recipe.")
+    skipped = speed[speed["note"].astype(str).str.len() > 0] if "note" in speed else speed.iloc[0:0]
+    blocks: list[tuple] = [("table", header, rows), ("p", note)]
+    if len(skipped):
+        blocks.append(("p", "; ".join(sorted(set(f"{r.strategy} at {int(r.size):,}: {r.note}" for r in skipped.itertuples())))))
+    return blocks
+
+
+def _skipped(row) -> bool:
+    return bool(row.get("skipped", False))
