@@ -228,10 +228,11 @@ class ActiveLoop:
 
     def _state(self, labels: dict, attempted: set) -> PoolState:
         probs, arrays = None, {}
-        if labels:
+        # Learners whose labels are not classes (responses) have no class probabilities to give.
+        if labels and callable(getattr(self.learner, "predict_proba", None)):
             probs = self.learner.predict_proba(np.arange(len(self.pool)))
-            if self.extra_arrays is not None:
-                arrays = dict(self.extra_arrays(self.learner))
+        if labels and self.extra_arrays is not None:
+            arrays = dict(self.extra_arrays(self.learner))
         ids = np.array(sorted(labels), dtype=np.int64)
         return PoolState(size=len(self.pool), labeled=np.array(sorted(attempted), dtype=np.int64),
                          labels=[labels[i] for i in ids] if len(ids) == len(attempted) else None,

@@ -1,5 +1,6 @@
 """What the TRL learners share: a ``train:`` dict handed straight to TRL's own config class, a LoRA
-config from a ``lora:`` dict, and a trainer that keeps its logs without printing them.
+config from a ``lora:`` dict, a trainer that keeps its logs without printing them, and one SFT round
+(:func:`train_sft`) that the SFT and distillation learners both run.
 
 Nothing here imports torch, transformers, peft or TRL until a function is called.
 """
@@ -10,13 +11,14 @@ import dataclasses
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from curate.errors import ConfigError, did_you_mean
 
-__all__ = ["CPU_DEFAULTS", "build_config", "lora_config", "quiet", "write_json_atomic"]
+__all__ = ["CPU_DEFAULTS", "build_config", "lora_config", "quiet", "replace_dir", "sft_rows", "train_sft",
+           "write_json_atomic"]
 
 # TRL's defaults suit GPUs: bf16 autocast and gradient checkpointing make small CPU runs slower,
 # and checkpoints, reports and progress bars are the loop's business, not the trainer's.
@@ -93,3 +95,69 @@ def replace_dir(tmp: Path, target: Path) -> None:
     if target.exists():
         shutil.rmtree(target)
     os.replace(tmp, target)
+
+
+def sft_rows(prompts: Sequence[str], completions: Sequence[str], *, chat: bool,
+             system: str | None = None) -> list[dict]:
+    """Prompt/completion rows in the form TRL's ``SFTTrainer`` takes as they are.
+
+    With ``chat`` the rows are conversational (lists of messages), so TRL renders them with the
+    model's own chat template; otherwise they are plain strings. Either way the trainer computes the
+    loss on the completion only (``completion_only_loss`` is TRL's default for this format).
+    """
+    if len(prompts) != len(completions):
+        raise ConfigError(f"sft_rows got {len(prompts)} prompts but {len(completions)} completions.")
+    rows = []
+    for k, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
+        for name, value in (("prompt", prompt), ("completion", completion)):
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"Row {k}: the {name} must be a non-empty string. Got {value!r} instead.")
+        if chat:
+            head = [{"role": "system", "content": system}] if system else []
+            rows.append({"prompt": head + [{"role": "user", "content": prompt}],
+                         "completion": [{"role": "assistant", "content": completion}]})
+        else:
+            rows.append({"prompt": prompt, "completion": completion})
+    return rows
+
+
+def train_sft(start: str | Path, rows: Sequence[Mapping[str, Any]], output_dir: str | Path, *,
+              lora: Mapping[str, Any] | None = None, train: Mapping[str, Any] | None = None,
+              device: str = "cpu", max_length: int = 512) -> dict:
+    """Fine-tune the model at ``start`` on ``rows`` with ``trl.SFTTrainer`` and save it to ``output_dir``.
+
+    ``rows`` come from :func:`sft_rows` (or any prompt/completion data TRL accepts). With ``lora`` the
+    adapter is trained through peft and merged before saving, so every round's model loads the same
+    way (a plain folder any backend can read). The save is atomic: a crash leaves either no folder
+    or a whole one. Returns the trainer's numbers (steps, loss, seconds).
+    """
+    import time
+
+    import datasets
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    if not rows:
+        raise ConfigError("train_sft got no rows to train on.")
+    output_dir = Path(output_dir)
+    scratch = output_dir.with_name(output_dir.name + ".trainer")
+    args = build_config(SFTConfig, scratch, train, device=device,
+                        fixed={"completion_only_loss": True, "max_length": max_length})
+    tokenizer = AutoTokenizer.from_pretrained(str(start))
+    if tokenizer.pad_token is None:  # TRL pads batches; a model without a pad token pads with EOS
+        tokenizer.pad_token = tokenizer.eos_token
+    clock = time.perf_counter()
+    datasets.disable_progress_bars()  # TRL's five dataset passes print a bar each; the loop logs rounds
+    trainer = quiet(SFTTrainer(model=str(start), args=args, train_dataset=Dataset.from_list(list(rows)),
+                               processing_class=tokenizer, peft_config=lora_config(lora)))
+    result = trainer.train()
+    model = trainer.model.merge_and_unload() if lora else trainer.model
+    tmp = output_dir.with_name(output_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    replace_dir(tmp, output_dir)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return {"rows": len(rows), "steps": int(trainer.state.global_step), "train_loss": float(result.training_loss),
+            "seconds": round(time.perf_counter() - clock, 2)}

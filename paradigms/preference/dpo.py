@@ -28,7 +28,7 @@ from curate.errors import ConfigError
 
 from .pairs import check_pair_labels, chosen_rejected
 from .scores import bt_probs, dpo_margin
-from .trl_setup import build_config, lora_config, quiet, replace_dir, write_json_atomic
+from curate.train import build_config, lora_config, quiet, replace_dir, write_json_atomic
 
 __all__ = ["DPOLearner"]
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from .pairs import check_pair_labels, chosen_rejected
 from .scores import bt_probs
-from .trl_setup import build_config, lora_config, quiet, replace_dir
+from curate.train import build_config, lora_config, quiet, replace_dir
 
 __all__ = ["TRLRewardLearner"]
 
