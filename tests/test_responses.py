@@ -14,8 +14,15 @@ from curate.errors import ConfigError, DataError
 from curate.ledger import Ledger, Prices
 from curate.loop import ActiveLoop
 from curate.pool import load_pool
-from curate.responses import (AnswerUncertainty, RecordedTeacher, ResponseLearner, SelfTraining, TeacherAnnotator,
-                              response_dataset, semantic_dispersion)
+from curate.responses import (
+    AnswerUncertainty,
+    RecordedTeacher,
+    ResponseLearner,
+    SelfTraining,
+    TeacherAnnotator,
+    response_dataset,
+    semantic_dispersion,
+)
 from curate.stopping import MaxRounds
 
 PROMPTS = ["the cat sat on", "numbers 1 2 3", "what is the capital of france?", "the film was",
@@ -77,7 +84,7 @@ def test_a_full_round_with_uncertainty_self_training_provenance_and_export(tiny_
     # A random tiny model answers with blank lines, which self-training rightly never keeps; give its
     # real answers (and their real uncertainties) visible text so the pseudo rows can be followed.
     real_answers = learner.answers
-    learner.answers = lambda ids: [replace(a, text=f"answer {a.tokens} {i}") for i, a in zip(ids, real_answers(ids))]
+    learner.answers = lambda ids: [replace(a, text=f"answer {a.tokens} {i}") for i, a in zip(ids, real_answers(ids), strict=True)]
     scorer = AnswerUncertainty(learner, "entropy", sample=8)
     loop = ActiveLoop(pool, strategy=TopK(scorer), annotator=_gold(), learner=learner, run_dir=tmp_path / "run",
                       init_size=2, batch_size=2, stopping=MaxRounds(2), seed=0)

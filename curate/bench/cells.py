@@ -18,7 +18,7 @@ from typing import Any
 
 from curate.errors import ConfigError
 
-__all__ = ["MetricsLog", "build_cell_annotator", "build_ledger", "build_stopping", "build_strategy", "cell_rows",
+__all__ = ["MetricsLog", "build_cell_annotator", "check_strategy", "build_ledger", "build_stopping", "build_strategy", "cell_rows",
            "init_strategy"]
 
 PEER_PREFIX = "small-text:"
@@ -36,6 +36,23 @@ def build_strategy(config, name: str, **extra: Any):
     from curate.acquire import make_strategy
 
     return make_strategy(spec.name, **params)
+
+
+def check_strategy(config, name: str) -> None:
+    """Raise ``ConfigError`` now for a strategy name that cannot be built (before a benchmark starts)."""
+    from curate.acquire import STRATEGIES
+    from curate.errors import did_you_mean
+
+    spec = config.strategy(name)
+    if not spec.name:
+        raise ConfigError(f"strategies.{name} names no strategy ('name:').")
+    if spec.name.startswith(PEER_PREFIX):
+        from curate.bench.peers import check_peer
+
+        check_peer(spec.name[len(PEER_PREFIX):])
+    elif spec.name not in STRATEGIES:
+        raise ConfigError(f"grid.strategy '{name}' is not a strategy. Known: {', '.join(STRATEGIES)}, or "
+                          f"small-text:ClassName.{did_you_mean(spec.name, STRATEGIES)}")
 
 
 def init_strategy(config, cell):

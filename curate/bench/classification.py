@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 
 from curate.bench.cells import (
-    PEER_PREFIX,
     build_cell_annotator,
     build_ledger,
     build_stopping,
     build_strategy,
+    check_strategy,
     init_strategy,
 )
 from curate.errors import ConfigError
@@ -51,21 +51,10 @@ class ClassificationRunner:
     # ------------------------------------------------------------------ checks
 
     def check(self, cell) -> None:
-        spec = self.config.strategy(cell.strategy)
-        if not spec.name:
-            raise ConfigError(f"strategies.{cell.strategy} names no strategy ('name:').")
-        if spec.name.startswith(PEER_PREFIX):
-            from curate.bench.peers import check_peer
-
-            check_peer(spec.name[len(PEER_PREFIX):])
-        else:
-            from curate.acquire import STRATEGIES
-
-            if spec.name not in STRATEGIES:
-                from curate.errors import did_you_mean
-
-                raise ConfigError(f"grid.strategy '{cell.strategy}' is not a strategy. Known: {', '.join(STRATEGIES)}, "
-                                  f"or small-text:ClassName.{did_you_mean(spec.name, STRATEGIES)}")
+        check_strategy(self.config, cell.strategy)
+        init = self.config.schedules[cell.schedule].init_strategy
+        if init != "same":
+            check_strategy(self.config, init)
         if self.config.learner.kind != "logreg":
             raise ConfigError(f"learner.kind '{self.config.learner.kind}' is not known here; use 'logreg'.")
 
