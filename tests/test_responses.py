@@ -209,3 +209,27 @@ def test_teachers_bill_tokens_and_respect_a_money_budget(tiny_lm_dir, tiny_backe
     assert out[0].label is None or isinstance(out[0].label, str)
     assert out[0].input_tokens == short and 0 < out[0].output_tokens <= 4
     assert live.worst_case_micros(prices) == prices.micros(input_tokens=short, output_tokens=4)
+
+
+def test_people_write_responses_through_the_queue(tmp_path):
+    import json
+
+    from curate.annotate.base import AwaitingHumanLabels
+    from curate.annotate.human import HumanQueueAnnotator
+
+    pool = prompt_pool()
+    queue = HumanQueueAnnotator(tmp_path / "q", labels=None)
+    with pytest.raises(AwaitingHumanLabels):
+        list(queue.annotate(pool, np.array([1, 4])))
+    batch = next((tmp_path / "q").glob("batch-*.jsonl"))
+    rows = [json.loads(line) for line in batch.read_text().splitlines()]
+    assert [r["text"] for r in rows] == [PROMPTS[1], PROMPTS[4]]  # the prompt alone, not the pool's answer
+    (tmp_path / "q" / "answers.jsonl").write_text(json.dumps({"id": 1, "label": " 4 5 6 7 "}) + "\n"
+                                                  + json.dumps({"id": 4, "label": 3}) + "\n")
+    with pytest.raises(DataError, match="answers.jsonl:2.*free-text answer must be a string"):
+        list(queue.annotate(pool, np.array([1])))
+    (tmp_path / "q" / "answers.jsonl").write_text(json.dumps({"id": 1, "label": " 4 5 6 7 "}) + "\n")
+    got = list(queue.annotate(pool, np.array([1])))
+    assert got[0].label == "4 5 6 7" and got[0].human_labels == 1
+    with pytest.raises(ConfigError, match="free-text"):
+        HumanQueueAnnotator(tmp_path / "q", labels=None, fmt="labelstudio")

@@ -84,9 +84,11 @@ def _write_atomic(path: Path, text: str) -> None:
 # export
 
 
-def export_batch(pool, ids: Sequence[int] | np.ndarray, path: str | Path, *, labels: Sequence[Any],
+def export_batch(pool, ids: Sequence[int] | np.ndarray, path: str | Path, *, labels: Sequence[Any] | None,
                  fmt: str | None = None) -> Path:
     """Write the texts of ``ids`` to ``path`` for people to label; returns the path.
+
+    ``labels=None`` asks for free text (people write a response to each prompt): JSONL or CSV only.
 
     ``fmt`` is ``jsonl``, ``csv`` or ``labelstudio`` (default: from the suffix). With
     ``labelstudio`` a labelling config listing ``labels`` is written beside it (``<stem>.xml``).
@@ -94,11 +96,13 @@ def export_batch(pool, ids: Sequence[int] | np.ndarray, path: str | Path, *, lab
     """
     path = Path(path)
     fmt = _format_of(path, fmt)
-    check_labels(labels, "export_batch")
+    _check_label_set(labels, fmt, "export_batch")
     ids = [int(i) for i in np.asarray(ids, dtype=np.int64).tolist()]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"export_batch got duplicate ids: {sorted({i for i in ids if ids.count(i) > 1})[:5]}.")
-    texts = pool.texts(ids)
+    # People who write responses see the prompt alone (a pool's own response would be the answer).
+    free_text = labels is None and "prompt" in getattr(pool, "roles", ())
+    texts = [str(t) for t in pool.select(ids)["prompt"]] if free_text else pool.texts(ids)
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "jsonl":
         body = "".join(json.dumps({"id": i, "text": t, "label": None}, ensure_ascii=False) + "\n"
@@ -142,9 +146,10 @@ def read_batch(path: str | Path, *, fmt: str | None = None) -> list[tuple[int, s
 # import
 
 
-def import_answers(path: str | Path, *, labels: Sequence[Any], ids: Collection[int] | None = None,
+def import_answers(path: str | Path, *, labels: Sequence[Any] | None, ids: Collection[int] | None = None,
                    fmt: str | None = None) -> dict[int, Any]:
-    """Read people's answers: ``{id: label}``, labels as given in ``labels``.
+    """Read people's answers: ``{id: label}``, labels as given in ``labels`` (``None``: free text,
+    any non-empty string, kept as written).
 
     Reads our JSONL and CSV files (fields ``id`` and ``label``) and Label Studio's JSON export.
     Unanswered rows (empty label) and Label Studio tasks without a kept annotation are left out.
@@ -153,7 +158,7 @@ def import_answers(path: str | Path, *, labels: Sequence[Any], ids: Collection[i
     """
     path = Path(path)
     fmt = _format_of(path, fmt)
-    lookup = check_labels(labels, "import_answers")
+    lookup = _check_label_set(labels, fmt, "import_answers")
     known = None if ids is None else {int(i) for i in ids}
     answers: dict[int, Any] = {}
     first_at: dict[int, str] = {}
@@ -174,7 +179,9 @@ def import_answers(path: str | Path, *, labels: Sequence[Any], ids: Collection[i
             item_id, raw, field = _parse_id(row["id"], f"{where}: field 'id'"), row["label"], "label"
         if raw is None or (isinstance(raw, str) and not raw.strip()):
             continue  # not answered yet
-        if isinstance(raw, (dict, list, bool, float)) or str(raw).strip() not in lookup:
+        if lookup is None and not isinstance(raw, str):
+            raise DataError(f"{where}: field '{field}': a free-text answer must be a string, got {raw!r}.")
+        if lookup is not None and (isinstance(raw, (dict, list, bool, float)) or str(raw).strip() not in lookup):
             shown = ", ".join(lookup)
             raise DataError(f"{where}: field '{field}': unknown label {raw!r}. Labels: {shown}."
                             f"{did_you_mean(str(raw), lookup)}")
@@ -183,9 +190,18 @@ def import_answers(path: str | Path, *, labels: Sequence[Any], ids: Collection[i
         if item_id in answers:
             raise DataError(f"{where}: duplicate id {item_id} (first answered at {first_at[item_id]}). "
                             "Keep one answer per id.")
-        answers[item_id] = lookup[str(raw).strip()]
+        answers[item_id] = raw.strip() if lookup is None else lookup[str(raw).strip()]
         first_at[item_id] = where
     return answers
+
+
+def _check_label_set(labels: Sequence[Any] | None, fmt: str, owner: str) -> dict[str, Any] | None:
+    """The label lookup, or None for free-text answers (which Label Studio files do not carry here)."""
+    if labels is None:
+        if fmt == "labelstudio":
+            raise ConfigError(f"{owner}: free-text answers (labels=None) are read from jsonl or csv files, not Label Studio.")
+        return None
+    return check_labels(labels, owner)
 
 
 def _parse_id(value: Any, where: str) -> int:
@@ -284,11 +300,11 @@ class HumanQueueAnnotator:
 
     name = "human"
 
-    def __init__(self, queue_dir: str | Path, *, labels: Sequence[Any], fmt: str = "jsonl") -> None:
+    def __init__(self, queue_dir: str | Path, *, labels: Sequence[Any] | None, fmt: str = "jsonl") -> None:
         self.queue_dir = queue_dir
-        self.labels = labels
+        self.labels = labels  # None = free text: people write a response to each prompt
         self.fmt = fmt
-        check_labels(labels, "HumanQueueAnnotator")
+        _check_label_set(labels, fmt, "HumanQueueAnnotator")
         if fmt not in FORMATS:
             raise ConfigError(f"The 'fmt' parameter of HumanQueueAnnotator must be one of {', '.join(FORMATS)}. "
                               f"Got {fmt!r} instead.{did_you_mean(str(fmt), FORMATS)}")
