@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import SimpleNamespace
@@ -96,10 +97,14 @@ class MetricsLog:
     (a crash between the metrics and the journal's commit rewrites that round).
     """
 
-    def __init__(self, run_dir: str | Path, names: tuple[str, ...]) -> None:
+    def __init__(self, run_dir: str | Path, names: tuple[str, ...], *, progress: Callable[[str], None] | None = None,
+                 slow_seconds: float = 20.0) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
         self.names = tuple(names)
         self.round = _trained_rounds(Path(run_dir) / "journal.sqlite")
+        self.progress = progress
+        self.slow_seconds = slow_seconds  # rounds slower than this are reported as they finish
+        self._clock = time.perf_counter()
 
     def evaluator(self, fn: Callable[[Any], Mapping[str, float]]) -> Callable[[Any], float]:
         def evaluate(learner) -> float:
@@ -110,6 +115,12 @@ class MetricsLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps({"round": self.round, **values}) + "\n")
+            now = time.perf_counter()
+            if self.progress is not None and now - self._clock > self.slow_seconds:
+                value = values[self.names[0]]
+                shown = "-" if value is None else f"{value:.4f}"
+                self.progress(f"    round {self.round}: {self.names[0]} {shown} ({now - self._clock:.0f}s)")
+            self._clock = now
             self.round += 1
             return values[self.names[0]]
 

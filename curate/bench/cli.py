@@ -34,6 +34,11 @@ def _say(line: str) -> None:
 
 
 def run_bench_command(args) -> int:
+    import logging
+
+    if not getattr(args, "verbose", False):
+        # One line per cell (and per slow round) instead of the loop's two lines per round.
+        logging.getLogger("curate.loop").setLevel(logging.WARNING)
     if args.threads is not None:
         pin_threads(args.threads)
     if args.target == "report":

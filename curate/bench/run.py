@@ -78,7 +78,7 @@ def run_bench(config: BenchConfig, out: str | Path, *, progress: Callable[[str],
         folder = out / "cells" / cell.folder
         runner = runners[cell.paradigm]
         clock = time.perf_counter()
-        loop_result = _run_cell(config, cell, folder, runner)
+        loop_result = _run_cell(config, cell, folder, runner, say)
         seconds = time.perf_counter() - clock
         run_times.append(seconds)
         if getattr(loop_result, "waiting", False):
@@ -131,7 +131,7 @@ def _check_fingerprint(folder: Path, cell: Cell, config: BenchConfig) -> None:
                           "delete that cell's folder to rerun it.")
 
 
-def _run_cell(config: BenchConfig, cell: Cell, folder: Path, runner):
+def _run_cell(config: BenchConfig, cell: Cell, folder: Path, runner, say: Callable[[str], None]):
     from curate.bench.cells import MetricsLog
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -139,7 +139,7 @@ def _run_cell(config: BenchConfig, cell: Cell, folder: Path, runner):
     if not meta.exists():
         meta.write_text(json.dumps({**cell.keys, "fingerprint": cell.fingerprint(config),
                                     "metrics": list(runner.metrics)}, indent=1))
-    return runner.run(cell, folder, MetricsLog(folder, tuple(runner.metrics)))
+    return runner.run(cell, folder, MetricsLog(folder, tuple(runner.metrics), progress=say))
 
 
 def _finish_cell(config: BenchConfig, cell: Cell, folder: Path, runner) -> list[dict]:

@@ -1,0 +1,368 @@
+"""``curate bench``: grid expansion, resume and skip, the table, the report from the table alone, peers,
+the speed table, and clear errors for bad recipes. Tiny synthetic grids (vectors, no model) run in
+well under a second per cell; one test runs the real embedder on the shipped reviews."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from curate.bench.config import BenchConfig, Cell, expand_grid, load_bench_config
+from curate.bench.run import read_table, run_bench
+from curate.config import from_dict
+from curate.errors import ConfigError
+
+TINY = """
+name: tiny
+grid:
+  dataset: [blobs]
+  strategy: [random, entropy, kcenter]
+  seed: [0, 1]
+datasets:
+  blobs: {source: synthetic, params: {n_pool: 200, n_test: 80, dim: 8, classes: 3, spread: 1.0}}
+schedules:
+  default: {init: 6, batch: 6, rounds: 4}
+prices: {human_per_label: 0.5}
+"""
+
+TIMING = ["wall_seconds", "elapsed_seconds", "select_seconds"]
+
+
+def recipe(tmp_path: Path, text: str = TINY, name: str = "bench.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def without_timings(table: pd.DataFrame) -> pd.DataFrame:
+    return table.drop(columns=TIMING).reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+
+def test_grid_expands_every_combination_in_a_stable_order(tmp_path):
+    config = load_bench_config(recipe(tmp_path, TINY.replace("seed: [0, 1]", "seed: [0, 1]\n  annotator: [gold, free]")
+                                      + "annotators:\n  free: {kind: gold}\n"))
+    cells = expand_grid(config)
+    assert len(cells) == 1 * 1 * 3 * 1 * 2 * 2
+    assert len({c.folder for c in cells}) == len(cells)
+    # strategies of one seed next to each other, so a stopped run leaves whole comparisons
+    assert [c.strategy for c in cells[:3]] == ["random", "entropy", "kcenter"]
+    assert {c.seed for c in cells[:3]} == {0}
+    assert cells[0] == Cell("classification", "blobs", "random", "default", "gold", 0)
+    assert cells[0].folder == "classification__blobs__random__default__gold__seed0"
+    assert Cell("icl", "d", "small-text:BreakingTies", "s", "a", 3).folder == "icl__d__small-text-BreakingTies__s__a__seed3"
+
+
+@pytest.mark.parametrize("text, key", [
+    (TINY.replace("strategy: [random", "stratgy: [random"), "grid.stratgy"),
+    (TINY.replace("default: {init: 6, batch: 6", "default: {init: 6, batchh: 6"), "schedules.default.batchh"),
+    (TINY.replace("prices: {human_per_label", "prices: {human_per_lable"), "prices.human_per_lable"),
+    (TINY.replace("source: synthetic", "source: synthetik"), "datasets.*.source"),
+    (TINY.replace("n_pool: 200", "n_pool: 200, n_pol: 3"), "datasets.*.params.n_pol"),
+    (TINY.replace("dataset: [blobs]", "dataset: [blobz]"), "grid.dataset"),
+    (TINY.replace("seed: [0, 1]", "seed: [0, 1]\n  schedule: [fast]"), "grid.schedule"),
+    (TINY.replace("rounds: 4", "rounds: four"), "schedules.default.rounds"),
+    (TINY + "speed: {sizes: [10, x]}\n", "speed.sizes"),
+])
+def test_a_bad_recipe_gets_an_error_naming_the_key(tmp_path, text, key):
+    with pytest.raises(ConfigError, match=key.replace("*", r"\*").replace(".", r"\.")):
+        config = load_bench_config(recipe(tmp_path, text))
+        run_bench(config, tmp_path / "out")
+
+
+def test_unknown_keys_suggest_the_right_one(tmp_path):
+    with pytest.raises(ConfigError, match=r"Unknown key 'grid\.stratgy'\. Did you mean 'grid\.strategy'\?"):
+        load_bench_config(recipe(tmp_path, TINY.replace("strategy: [random", "stratgy: [random")))
+
+
+def test_bad_yaml_and_unknown_names_fail_before_any_cell_runs(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("grid: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_bench_config(bad)
+    config = load_bench_config(recipe(tmp_path, TINY.replace("kcenter]", "kcentre]")))
+    with pytest.raises(ConfigError, match="'kcentre' is not a strategy.*Did you mean 'kcenter'"):
+        run_bench(config, tmp_path / "out")
+    assert not (tmp_path / "out" / "cells").exists()
+    config = load_bench_config(recipe(tmp_path, TINY.replace("paradigm", "x") .replace("grid:", "grid:\n  paradigm: [clasification]")))
+    with pytest.raises(ConfigError, match="Did you mean 'classification'"):
+        run_bench(config, tmp_path / "out2")
+    config = load_bench_config(recipe(tmp_path, TINY.replace("kcenter]", "small-text:BreakingTie]")))
+    with pytest.raises(ConfigError, match="Did you mean 'BreakingTies'"):
+        run_bench(config, tmp_path / "out3")
+
+
+def test_named_blocks_are_typed():
+    config = from_dict(BenchConfig, {"grid": {"dataset": ["synthetic"], "strategy": ["votek10"]},
+                                     "strategies": {"votek10": {"name": "votek", "params": {"k": 10}}},
+                                     "schedules": {"fast": {"init": 2, "batch": 2, "rounds": 2}}})
+    assert config.strategy("votek10").params == {"k": 10}
+    assert config.schedules["fast"].planned_labels == [2, 4]
+    assert config.schedules["default"].init == 25  # always defined
+    assert config.dataset("synthetic").source == "synthetic"
+
+
+# ---------------------------------------------------------------------------------------------- running
+
+
+def test_a_grid_runs_into_one_tidy_table(tmp_path):
+    config = load_bench_config(recipe(tmp_path))
+    result = run_bench(config, tmp_path / "out")
+    assert len(result.ran) == 6 and not result.skipped
+    table = read_table(tmp_path / "out")
+    assert len(table) == 6 * 4
+    assert list(table.columns[:6]) == list(Cell.KEYS)
+    for column in ("round", "labels", "spent", "input_tokens", "output_tokens", "wall_seconds", "select_seconds",
+                   "metric", "accuracy", "macro_f1"):
+        assert column in table.columns
+    cell = table[(table.strategy == "entropy") & (table.seed == 1)]
+    assert cell["labels"].tolist() == [6, 12, 18, 24]
+    assert cell["spent"].tolist() == pytest.approx([3.0, 6.0, 9.0, 12.0])  # 0.5 per gold (people) label
+    assert cell["human_labels"].tolist() == [6, 12, 18, 24]
+    assert (cell["metric"] == cell["accuracy"]).all()
+    # every strategy starts from the same random labels for a seed (the classic protocol)
+    first = table[(table["round"] == 0) & (table.seed == 0)]["accuracy"]
+    assert first.nunique() == 1
+    csv = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert len(csv) == len(table)
+    assert (tmp_path / "out" / "bench.yaml").exists() and (tmp_path / "out" / "versions.json").exists()
+
+
+def test_interrupted_run_resumes_and_done_cells_are_skipped(tmp_path, monkeypatch):
+    config = load_bench_config(recipe(tmp_path))
+    reference = without_timings(read_table(_run(config, tmp_path / "ref")))
+
+    # Interrupt inside the fourth cell (random, seed 1), in its third round: while training, before the
+    # round is journalled as done.
+    from curate.learners import EmbeddingClassifier
+
+    real_fit, calls = EmbeddingClassifier.fit, {"n": 0}
+
+    def crashing_fit(self, ids, labels):
+        calls["n"] += 1
+        if calls["n"] == 3 * 4 + 3:  # three whole cells of 4 rounds, then the third fit of the fourth
+            raise KeyboardInterrupt
+        return real_fit(self, ids, labels)
+
+    monkeypatch.setattr(EmbeddingClassifier, "fit", crashing_fit)
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(config, tmp_path / "out")
+    monkeypatch.setattr(EmbeddingClassifier, "fit", real_fit)
+    partial = read_table(tmp_path / "out")
+    assert len(partial) == 3 * 4  # the finished cells' rows are already in the table
+    cells = tmp_path / "out" / "cells"
+    stopped = cells / "classification__blobs__random__default__gold__seed1"
+    assert (stopped / "journal.sqlite").exists() and not (stopped / "rows.json").exists()
+
+    result = run_bench(config, tmp_path / "out")
+    assert [c.describe() for c in result.skipped] == [c.describe() for c in expand_grid(config)[:3]]
+    assert len(result.ran) == 3
+    resumed = read_table(tmp_path / "out")
+    pd.testing.assert_frame_equal(without_timings(resumed), reference)
+
+    # A third run has nothing to do and leaves the table exactly as it was.
+    before = (tmp_path / "out" / "results.csv").read_bytes()
+    again = run_bench(config, tmp_path / "out")
+    assert not again.ran and len(again.skipped) == 6
+    assert (tmp_path / "out" / "results.csv").read_bytes() == before
+
+
+def test_a_changed_cell_definition_is_refused_not_mixed_in(tmp_path):
+    config = load_bench_config(recipe(tmp_path))
+    run_bench(config, tmp_path / "out", limit=1)
+    changed = load_bench_config(recipe(tmp_path, TINY.replace("batch: 6", "batch: 5")))
+    with pytest.raises(ConfigError, match="another definition"):
+        run_bench(changed, tmp_path / "out")
+
+
+def test_limit_stops_after_that_many_cells(tmp_path):
+    config = load_bench_config(recipe(tmp_path))
+    result = run_bench(config, tmp_path / "out", limit=2)
+    assert len(result.ran) == 2
+    assert len(read_table(tmp_path / "out")) == 2 * 4
+
+
+def test_small_text_peers_run_on_the_same_work(tmp_path):
+    pytest.importorskip("small_text")
+    text = TINY.replace("strategy: [random, entropy, kcenter]",
+                        "strategy: [entropy, small-text:PredictionEntropy, kcenter, small-text:GreedyCoreset]")
+    table = read_table(_run(load_bench_config(recipe(tmp_path, text)), tmp_path / "out"))
+    assert len(table) == 4 * 2 * 4
+    for ours, peer in (("entropy", "small-text:PredictionEntropy"), ("kcenter", "small-text:GreedyCoreset")):
+        a = table[table.strategy == ours].reset_index(drop=True)
+        b = table[table.strategy == peer].reset_index(drop=True)
+        # the same start (round 0) for both
+        assert a[a["round"] == 0]["accuracy"].tolist() == b[b["round"] == 0]["accuracy"].tolist()
+    # entropy is entropy: the peer picks the same items from the same probabilities (ties aside)
+    e, p = (table[table.strategy == s]["accuracy"].tolist() for s in ("entropy", "small-text:PredictionEntropy"))
+    assert e == p
+
+
+def test_missing_small_text_gives_a_clear_error(monkeypatch):
+    import builtins
+
+    from curate.bench.peers import SmallTextStrategy
+    from curate.errors import MissingDependencyError
+
+    real_import = builtins.__import__
+
+    def no_small_text(name, *args, **kwargs):
+        if name.startswith("small_text"):
+            raise ImportError("No module named 'small_text'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_small_text)
+    with pytest.raises(MissingDependencyError, match=r"curate\[bench\]"):
+        SmallTextStrategy("BreakingTies")
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def test_report_is_rebuilt_from_the_table_alone(tmp_path):
+    config = load_bench_config(recipe(tmp_path))
+    out = _run(config, tmp_path / "out")
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(out / "results.parquet", alone / "results.parquet")  # the table and nothing else
+    from curate.bench.report import write_report
+
+    folder = write_report(alone)
+    md = (folder / "report.md").read_text()
+    html = (folder / "report.html").read_text()
+    pngs = sorted(folder.glob("curves_*.png"))
+    assert len(pngs) == 1 and pngs[0].stat().st_size > 5000
+    assert f"]({pngs[0].name})" in md
+    assert "data:image/png;base64," in html and "<img" in html and pngs[0].name not in html  # self-contained
+    for s in ("random", "entropy", "kcenter"):
+        assert f"| {s} | 2 |" in md
+    summary = pd.read_csv(folder / "summary.csv")
+    assert set(summary["strategy"]) == {"random", "entropy", "kcenter"}
+    assert summary.loc[summary.strategy == "random", "vs_random_diff"].isna().all()
+    # the same report from the CSV alone
+    (alone / "results.parquet").unlink()
+    shutil.copy(out / "results.csv", alone / "results.csv")
+    assert (write_report(alone, out=tmp_path / "again") / "report.md").read_text() == md
+
+
+def test_auc_and_paired_comparison_by_hand():
+    from curate.bench.report import auc, paired, summarise
+
+    assert auc([0, 10], [0.0, 1.0]) == pytest.approx(0.5)
+    assert auc([10, 20, 30], [0.5, 0.7, 0.7]) == pytest.approx((0.6 + 0.7) / 2)
+    assert auc([0, 10, 20], [0.0, 1.0, 1.0], lo=10, hi=20) == pytest.approx(1.0)
+    cmp = paired([0.8, 0.7, 0.9, 0.6], [0.7, 0.6, 0.8, 0.7])
+    assert cmp["diff"] == pytest.approx(0.05) and cmp["wins"] == 3 and cmp["losses"] == 1 and cmp["n"] == 4
+    assert cmp["sign_p"] == pytest.approx(0.625)  # 2 x P(X >= 3), X ~ Bin(4, 1/2)
+    rows = []
+    for s, base in (("random", 0.5), ("entropy", 0.6)):
+        for seed in (0, 1, 2):
+            for r, labels in enumerate((10, 20, 30)):
+                rows.append({"paradigm": "classification", "dataset": "d", "strategy": s, "schedule": "x",
+                             "annotator": "gold", "seed": seed, "round": r, "labels": labels, "spent": labels * 0.1,
+                             "currency": "USD", "metric": base + 0.01 * seed + 0.1 * r})
+    (panel,) = summarise(pd.DataFrame(rows))
+    entropy = next(r for r in panel.rows if r["strategy"] == "entropy")
+    assert entropy["auc_mean"] == pytest.approx(0.7 + 0.01)
+    assert entropy["vs_random_diff"] == pytest.approx(0.1)
+    assert entropy["vs_random_wins"] == 3
+    assert entropy["auc_money_mean"] == pytest.approx(entropy["auc_mean"])
+
+
+def test_report_names_the_metric_columns_when_asked_for_a_missing_one(tmp_path):
+    out = _run(load_bench_config(recipe(tmp_path)), tmp_path / "out")
+    from curate.bench.report import write_report
+
+    with pytest.raises(ConfigError, match="accuracy"):
+        write_report(out, metric="f1")
+    with pytest.raises(ConfigError, match="no benchmark table"):
+        write_report(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------- speed, CLI
+
+
+def test_speed_table_times_and_skips(tmp_path):
+    from curate.bench.config import SpeedConfig
+    from curate.bench.speed import run_speed
+
+    speed = SpeedConfig(sizes=[500, 2000], strategies=["random", "entropy", "kcenter"], budget=10, labeled=10, dim=16,
+                        max_size={"kcenter": 1000})
+    table = run_speed(speed, tmp_path)
+    assert len(table) == 6
+    skipped = table[table.skipped]
+    assert skipped[["strategy", "size"]].values.tolist() == [["kcenter", 2000]]
+    assert (table[~table.skipped]["seconds"] >= 0).all() and (table[~table.skipped]["peak_mib"] >= 0).all()
+    assert (tmp_path / "speed.parquet").exists()
+
+
+def test_cli_runs_reports_and_resumes(tmp_path, capsys):
+    from curate.cli import main
+
+    path = recipe(tmp_path, TINY + "speed: {sizes: [300], strategies: [random, margin], budget: 5, labeled: 5, dim: 8}\n")
+    out = tmp_path / "out"
+    assert main(["--quiet", "bench", str(path), "--out", str(out), "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "[6/6]" in text and "report:" in text
+    assert (out / "report" / "report.html").exists() and (out / "speed.csv").exists()
+    assert "Selection speed" in (out / "report" / "report.md").read_text()
+    assert main(["--quiet", "bench", str(path), "--out", str(out), "--no-speed", "--no-report"]) == 0
+    assert "6 of 6 cells already done" in capsys.readouterr().out
+    assert main(["--quiet", "bench", "report", str(out), "--out", str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r" / "report.md").exists()
+    assert main(["--quiet", "bench", str(tmp_path / "missing.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_default_recipes_parse():
+    root = Path(__file__).resolve().parents[1] / "recipes"
+    for name in ("bench-classification.yaml", "bench-icl.yaml"):
+        config = load_bench_config(root / name)
+        cells = expand_grid(config)
+        assert cells, name
+        from curate.bench.registry import load_runner
+
+        for paradigm in config.grid.paradigm:
+            runner = load_runner(paradigm, config)
+            for cell in cells:
+                if cell.paradigm == paradigm:
+                    runner.check(cell)
+
+
+@pytest.mark.real
+def test_real_embeddings_on_the_shipped_reviews(tmp_path):
+    text = """
+    name: reviews
+    grid:
+      dataset: [reviews]
+      strategy: [random, margin]
+      seed: [0]
+    schedules:
+      default: {init: 8, batch: 8, rounds: 3}
+    """
+    table = read_table(_run(load_bench_config(recipe(tmp_path, text)), tmp_path / "out"))
+    assert table["labels"].tolist() == [8, 16, 24] * 2
+    assert table["accuracy"].between(0, 1).all()
+    assert table["accuracy"].iloc[-1] > 0.6  # MiniLM separates the reviews' sentiment well with 24 labels
+
+
+def _run(config, out: Path) -> Path:
+    run_bench(config, out)
+    return out
+
+
+def test_vectors_are_float32_unit_rows():
+    from curate.bench.config import DatasetConfig
+    from curate.bench.datasets import load_split
+
+    split = load_split("s", DatasetConfig(source="synthetic", params={"n_pool": 20, "n_test": 5, "dim": 4}))
+    assert split.pool_vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(split.pool_vectors, axis=1), 1.0, atol=1e-5)
+    assert len(split.test_labels) == 5 and set(split.pool_labels) <= set(split.classes)
