@@ -130,6 +130,15 @@ class Journal:
                 (annotation.item_id, round, charge.source, charge.micros, charge.human_labels, charge.input_tokens,
                  charge.output_tokens))
 
+    def record_charge(self, charge: Charge) -> None:
+        """Commit a charge that buys no label (e.g. a teacher probe paid while selecting)."""
+        with self._tx():
+            self.db.execute(
+                "INSERT INTO charges (item_id, round, source, micros, human_labels, input_tokens, output_tokens) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (charge.item_id, charge.round, charge.source, charge.micros, charge.human_labels, charge.input_tokens,
+                 charge.output_tokens))
+
     def labels(self) -> dict[int, Any]:
         """Every usable label, by item id."""
         return {i: json.loads(lab) for i, lab in

@@ -204,3 +204,75 @@ def test_initial_labels_are_free_and_journalled_as_seed(tmp_path):
         make_loop(tmp_path / "b", initial_labels={999: 1})
     with pytest.raises(ConfigError, match="'init_size' parameter"):
         make_loop(tmp_path / "c", init_size=0)
+
+
+class _PricedGold(GoldAnnotator):
+    """Gold labels billed as LLM tokens: item i costs i + 1 output tokens, known exactly up front."""
+
+    def annotate(self, pool, ids, *, labeled=None):
+        for ann in super().annotate(pool, ids, labeled=labeled):
+            yield Annotation(ann.item_id, ann.label, "llm", output_tokens=ann.item_id + 1)
+
+    def worst_case_micros(self, prices):
+        raise AssertionError("an annotator with exact costs is never asked for its worst case")
+
+    def item_micros(self, pool, ids, prices):
+        return np.array([prices.micros(output_tokens=int(i) + 1) for i in ids], dtype=np.int64)
+
+
+class _Probe:
+    """A strategy part that pays 3 input tokens per probe, up to 4 probes a selection."""
+
+    def __init__(self):
+        self.purses = []
+
+    def worst_case_micros(self, prices):
+        return 4 * prices.micros(input_tokens=3)
+
+    def use_purse(self, purse):
+        self.purses.append(purse)
+        while purse.can_afford(purse.price(input_tokens=3)) and purse.spent_micros < self.worst_case_micros(purse.ledger.prices):
+            purse.charge("probe", input_tokens=3)
+
+
+def test_exact_item_costs_trim_batches_and_probes_are_paid_within_the_budget(tmp_path):
+    x, _, pool = synthetic(40)
+    prices = Prices(llm_input_per_million=1e6, llm_output_per_million=1e6)  # 1 token = 1.00
+    probe = _Probe()
+    loop = ActiveLoop(pool, strategy=make_strategy("random"), annotator=_PricedGold(),
+                      learner=EmbeddingClassifier(x, [0, 1]), run_dir=tmp_path, init_size=4, batch_size=4,
+                      ledger=Ledger(prices, budget=200.0), seed=0, probes=[probe])
+    result = loop.run()
+    entries = result.ledger.entries
+    assert result.ledger.spent_micros <= 200_000_000 and "money budget" in result.stop_reason
+    assert all(c.micros == prices.micros(input_tokens=c.input_tokens, output_tokens=c.output_tokens) for c in entries)
+    labels = [c for c in entries if c.source == "llm"]
+    probes = [c for c in entries if c.source == "probe"]
+    assert all(c.item_id is None for c in probes) and probes and len(probe.purses) >= 1
+    assert all(c.output_tokens == c.item_id + 1 for c in labels)
+    # What is left is less than the cheapest item not yet bought: exact costs use the budget up.
+    bought = {c.item_id for c in labels}
+    cheapest = min(i + 1 for i in range(40) if i not in bought)
+    assert 200_000_000 - result.ledger.spent_micros < cheapest * 1_000_000
+    # Probe charges are journalled: a resumed run knows them and buys nothing more.
+    again = ActiveLoop(pool, strategy=make_strategy("random"), annotator=_PricedGold(),
+                       learner=EmbeddingClassifier(x, [0, 1]), run_dir=tmp_path, init_size=4, batch_size=4,
+                       ledger=Ledger(prices, budget=200.0), seed=0, probes=[_Probe()]).run()
+    assert again.ledger.spent_micros == result.ledger.spent_micros
+    assert [c.source for c in again.ledger.entries] == [c.source for c in entries]
+
+
+def test_probes_give_way_to_labels_when_money_runs_short(tmp_path):
+    x, _, pool = synthetic(40)
+    prices = Prices(human_per_label=1.0, llm_input_per_million=1e6)
+    probe = _Probe()  # 12.00 a selection
+    loop = ActiveLoop(pool, strategy=make_strategy("random"), annotator=GoldAnnotator(),
+                      learner=EmbeddingClassifier(x, [0, 1]), run_dir=tmp_path, init_size=4, batch_size=4,
+                      ledger=Ledger(prices, budget=22.0), seed=0, probes=[probe])
+    result = loop.run()
+    # Round 0 buys 4 (no probe); round 1: 18 left, probe worst case 12 -> 6 for labels -> 4 labels,
+    # and the probe may spend up to 14 (it spends 12); round 2: 2 left, too little for a probe and
+    # a label, so the probe gets nothing and 2 labels are bought.
+    assert result.ledger.spent_micros == 22_000_000
+    assert sum(1 for c in result.ledger.entries if c.source == "human") == 10
+    assert [p.limit_micros for p in probe.purses] == [14_000_000, 0]

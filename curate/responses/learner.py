@@ -21,7 +21,7 @@ import json
 import logging
 import math
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -110,6 +110,9 @@ class ResponseLearner:
         device: ``"cpu"``, ``"cuda"``...; scoring: keyword arguments for the scoring backend.
         keep_rounds: keep every round's model folder (default: only the latest).
         seed: seeds the answers' sampling and the self-training candidates.
+        trainer: what trains one round, called like :func:`curate.train.train_sft` (``start, rows,
+            output_dir, *, lora, train, device, max_length`` -> metrics); default ``train_sft``. The
+            distillation paradigm passes token-level distillation here.
     """
 
     classes = None  # responses, not classes: the loop gives strategies no class probabilities
@@ -118,7 +121,8 @@ class ResponseLearner:
                  lora: Mapping[str, Any] | None = None, train: Mapping[str, Any] | None = None, chat: bool = True,
                  system: str | None = None, max_length: int = 512, max_new_tokens: int = 64,
                  self_training: SelfTraining | Mapping[str, Any] | None = None, device: str = "cpu",
-                 scoring: Mapping[str, Any] | None = None, keep_rounds: bool = False, seed: int = 0) -> None:
+                 scoring: Mapping[str, Any] | None = None, keep_rounds: bool = False, seed: int = 0,
+                 trainer: Callable[..., dict] | None = None) -> None:
         if restart not in RESTARTS:
             raise ConfigError(f"The 'restart' parameter of ResponseLearner must be one of {', '.join(RESTARTS)}. "
                               f"Got {restart!r} instead.")
@@ -144,6 +148,7 @@ class ResponseLearner:
         self.scoring = dict(scoring or {})
         self.keep_rounds = keep_rounds
         self.seed = seed
+        self.trainer = trainer
         self.current_ = self.model            # the model the next round starts from / answers with
         self.trained_ids_: list[int] = []      # bought rows the current model has seen
         self.pseudo_: dict[int, dict] = {}     # id -> {"response", "round", "uncertainty"}
@@ -183,7 +188,7 @@ class ResponseLearner:
         responses = [by_id[i] for i in train_ids] + [self.pseudo_[i]["response"] for i in pseudo_ids]
         target = self.run_dir / "model" / f"round-{round_no}"
         target.parent.mkdir(parents=True, exist_ok=True)
-        metrics = train_sft(start, sft_rows(prompts, responses, chat=self.chat, system=self.system), target,
+        metrics = (self.trainer or train_sft)(start, sft_rows(prompts, responses, chat=self.chat, system=self.system), target,
                             lora=self.lora, train=self.train, device=self.device, max_length=self.max_length)
         previous = self.current_
         self.current_, self.rounds_ = str(target), round_no

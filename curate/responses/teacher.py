@@ -105,7 +105,8 @@ class RecordedTeacher:
     For simulations: the dataset's reference answers stand for a teacher's, and each one costs its
     prompt and answer tokens at the ledger's LLM prices, counted with ``tokenizer`` (any HF
     tokenizer or a path/id to load one; default: the embedded LM's). The bound per item is the
-    most expensive item of the pool, so the loop never plans a batch over the budget.
+    most expensive item of the pool, so the loop never plans a batch over the budget; since each
+    item's cost is known (:meth:`item_micros`), the loop trims batches by exact costs instead.
     """
 
     name = "recorded-teacher"
@@ -143,6 +144,12 @@ class RecordedTeacher:
         if self._pool is None:
             raise ConfigError("RecordedTeacher knows its costs only after it has seen the pool: call prepare(pool).")
         return max((prices.micros(input_tokens=i, output_tokens=o) for i, o in self._tokens), default=0)
+
+    def item_micros(self, pool, ids: np.ndarray, prices: Prices) -> np.ndarray:
+        """Each item's exact cost (micro-units): what :meth:`annotate` will bill for it."""
+        self._load(pool)
+        return np.array([prices.micros(input_tokens=self._tokens[i][0], output_tokens=self._tokens[i][1])
+                         for i in np.asarray(ids, dtype=np.int64).tolist()], dtype=np.int64)
 
     def prepare(self, pool) -> RecordedTeacher:
         """Count every item's tokens now (the cost bound needs them before the first batch)."""
