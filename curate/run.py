@@ -98,7 +98,8 @@ def build_annotator(config: RunConfig, pool, index, backend_factory):
     return HybridAnnotator(llm, human, threshold=a.threshold)
 
 
-def _stopping(config: RunConfig):
+def stopping_rule(config):
+    """The stop rule of a config with a ``stop`` block (:class:`~curate.config.StopConfig`)."""
     from curate.stopping import AllOf, AnyOf, LabelBudget, MaxRounds, MoneyBudget, Plateau, StablePredictions
 
     s = config.stop
@@ -173,7 +174,7 @@ def build_loop(config: RunConfig, run_dir: str | Path):
     ledger = Ledger(_prices(config), budget=config.stop.money)
     loop = ActiveLoop(pool, strategy=strategy, annotator=annotator, learner=learner, run_dir=run_dir, index=index,
                       init=init, init_size=config.init.size, batch_size=config.acquire.batch_size,
-                      stopping=_stopping(config), ledger=ledger, label_budget=config.stop.labels, evaluate=evaluate,
+                      stopping=stopping_rule(config), ledger=ledger, label_budget=config.stop.labels, evaluate=evaluate,
                       stop_set=stop_set, seed=config.seed)
     return loop, annotator
 

@@ -25,8 +25,14 @@ def _prefs(subparsers) -> dict:
     return register(subparsers)
 
 
-# One per paradigm that has landed (sft and distill come later).
-EXTENSIONS: list = [_icl, _prefs]
+def _sft(subparsers) -> dict:
+    from curate.paradigms.sft.cli import register
+
+    return register(subparsers)
+
+
+# One per paradigm that has landed.
+EXTENSIONS: list = [_icl, _prefs, _sft]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
