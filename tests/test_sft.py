@@ -7,11 +7,11 @@ import json
 
 import numpy as np
 import pytest
-
-from curate.errors import ConfigError
 from curate.paradigms.sft.config import load_sft_config
 from curate.paradigms.sft.oneshot import combine_scores, curate_instructions, diverse_top, score_pairs
 from curate.paradigms.sft.run import resume_sft, run_sft
+
+from curate.errors import ConfigError
 from curate.pool import load_pool
 
 TINY = {"max_steps": 1, "per_device_train_batch_size": 4}

@@ -12,7 +12,15 @@ from typing import Any
 
 import yaml
 
-from curate.config import InitConfig, LMConfig, PoolConfig, PricesConfig, StopConfig, apply_overrides, from_dict
+from curate.config import (
+    InitConfig,
+    LMConfig,
+    PoolConfig,
+    PricesConfig,
+    StopConfig,
+    apply_overrides,
+    from_dict,
+)
 from curate.errors import ConfigError, did_you_mean
 from curate.models import DEFAULT_EMBEDDER, DEFAULT_LM
 
