@@ -25,6 +25,12 @@ def _prefs(subparsers) -> dict:
     return register(subparsers)
 
 
+def _distill(subparsers) -> dict:
+    from curate.paradigms.distill.cli import register
+
+    return register(subparsers)
+
+
 def _sft(subparsers) -> dict:
     from curate.paradigms.sft.cli import register
 
@@ -32,7 +38,7 @@ def _sft(subparsers) -> dict:
 
 
 # One per paradigm that has landed.
-EXTENSIONS: list = [_icl, _prefs, _sft]
+EXTENSIONS: list = [_icl, _prefs, _sft, _distill]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,160 @@
+"""The ``curate distill`` recipe: nested dataclasses that YAML mirrors one to one.
+
+Precedence: defaults < YAML < ``--set a.b=value``; unknown keys are errors with a suggestion.
+``student.train`` goes to TRL's ``SFTConfig`` (sequence mode), ``GKDConfig`` or
+``DistillationConfig`` (token mode) as it is, and ``student.lora`` to peft's ``LoraConfig``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from curate.config import PricesConfig, apply_overrides, from_dict
+from curate.errors import ConfigError, did_you_mean
+from curate.models import DEFAULT_EMBEDDER, DEFAULT_LM
+
+__all__ = ["AcquireDistillConfig", "DistillConfig", "EvalDistillConfig", "PromptsConfig", "StopDistillConfig",
+           "StudentConfig", "TeacherConfig", "load_distill_config"]
+
+STRATEGIES = ("random", "probe", "entropy", "perplexity", "semantic", "kcenter", "probe_kcenter", "entropy_kcenter")
+INITS = ("random", "kcenter")
+
+
+def _one_of(value: str, choices: tuple[str, ...], key: str) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}. Got '{value}' instead.{did_you_mean(value, choices)}")
+
+
+def _positive(value: Any, key: str, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key} must be an int >= 1. Got {value!r} instead.")
+
+
+@dataclass
+class PromptsConfig:
+    path: str = ""
+    format: str = "gsm8k"       # gsm8k | auto | jsonl | json | csv | tsv | parquet (prompt/response roles)
+    columns: dict[str, str] = field(default_factory=dict)   # role -> column, other formats
+    offset: int = 0             # gsm8k: skip the first rows
+    limit: int | None = None    # gsm8k: then keep N rows
+
+
+@dataclass
+class EvalDistillConfig(PromptsConfig):
+    loss_size: int = 100        # held-out loss on this many reference answers (0 = none)
+    accuracy_size: int = 0      # exact match of the final answer on this many questions (0 = none)
+    max_new_tokens: int = 160   # the student's answer length for exact match
+    every_round: bool = False   # held-out loss as the loop's metric after every round (slower)
+
+
+@dataclass
+class TeacherConfig:
+    kind: str = "recorded"      # recorded (answers from the pool) | hf | vllm | openai
+    model: str | None = None    # the live teacher; in token mode the teacher's weights (hf id or path)
+    column: str = "response"    # recorded: where the answers are
+    tokenizer: str | None = None  # recorded: counts billed tokens (default: the student's)
+    base_url: str | None = None   # openai-compatible servers
+    device: str = "auto"
+    chat: bool = True
+    system: str | None = None
+    max_new_tokens: int = 256
+    max_input_tokens: int = 1024
+
+    def __post_init__(self) -> None:
+        _one_of(self.kind, ("recorded", "hf", "vllm", "openai"), "teacher.kind")
+        if self.kind != "recorded" and not self.model:
+            raise ConfigError(f"teacher.kind={self.kind} needs teacher.model (a model id, path, or served name).")
+
+
+@dataclass
+class StudentConfig:
+    model: str = DEFAULT_LM
+    mode: str = "sequence"      # sequence (SFT on the teacher's answers) | token (the teacher's distributions)
+    method: str = "gkd"         # token mode: gkd (trl.experimental.gkd) | distillation (trl.DistillationTrainer)
+    restart: str = "continue"   # continue | base
+    lora: dict[str, Any] = field(default_factory=dict)    # peft.LoraConfig keys; empty = full fine-tuning
+    train: dict[str, Any] = field(default_factory=dict)   # the TRL trainer's config keys
+    chat: bool = True
+    system: str | None = None
+    max_length: int = 512
+    max_new_tokens: int = 64    # the student's own answers (entropy, semantic, self-training)
+    self_training: dict[str, Any] | None = None   # curate.responses.SelfTraining keys
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        _one_of(self.mode, ("sequence", "token"), "student.mode")
+        _one_of(self.method, ("gkd", "distillation"), "student.method")
+        _one_of(self.restart, ("continue", "base"), "student.restart")
+
+
+@dataclass
+class AcquireDistillConfig:
+    init: str = "random"        # random | kcenter
+    init_size: int = 16
+    strategy: str = "probe"     # random | probe | entropy | perplexity | semantic | kcenter | probe_kcenter | entropy_kcenter
+    batch_size: int = 16
+    sample: int | None = 64     # candidates scored (and probed) per round; null = all
+    probe_tokens: int = 8       # probe: the teacher's first k tokens
+    samples: int = 4            # semantic: student answers per prompt
+    diverse_m: int | None = None  # *_kcenter: k-center among the top m (default 4 x batch)
+
+    def __post_init__(self) -> None:
+        _one_of(self.init, INITS, "acquire.init")
+        _one_of(self.strategy, STRATEGIES, "acquire.strategy")
+        _positive(self.init_size, "acquire.init_size")
+        _positive(self.batch_size, "acquire.batch_size")
+        _positive(self.sample, "acquire.sample", allow_none=True)
+        _positive(self.probe_tokens, "acquire.probe_tokens")
+
+
+@dataclass
+class StopDistillConfig:
+    rounds: int | None = 5
+    money: float | None = None  # the teacher budget (answers and probes), in prices.currency
+
+
+@dataclass
+class DistillConfig:
+    pool: PromptsConfig = field(default_factory=PromptsConfig)
+    eval: EvalDistillConfig | None = None
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    acquire: AcquireDistillConfig = field(default_factory=AcquireDistillConfig)
+    embedder: str = DEFAULT_EMBEDDER
+    prices: PricesConfig = field(default_factory=PricesConfig)
+    stop: StopDistillConfig = field(default_factory=StopDistillConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.student.mode == "token" and not self.teacher.model:
+            raise ConfigError("student.mode=token distils the teacher's token distributions: set teacher.model to "
+                              "the teacher's weights (a model sharing the student's tokenizer).")
+
+
+def load_distill_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                        data: dict | None = None) -> DistillConfig:
+    """Defaults, then the YAML at ``path`` (or ``data``), then ``overrides``; relative data paths are
+    resolved against the recipe's folder."""
+    base = Path(".")
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"Recipe '{path}' does not exist.")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        base = path.parent
+    config = from_dict(DistillConfig, apply_overrides(data or {}, overrides or []))
+    for prompts in (config.pool, config.eval):
+        if prompts is not None and prompts.path and not Path(prompts.path).is_absolute() and (base / prompts.path).exists():
+            prompts.path = str((base / prompts.path).resolve())
+    if not config.pool.path:
+        raise ConfigError("The recipe names no pool: set pool.path.")
+    return config
