@@ -9,7 +9,7 @@ Sections:
   same batch size), run alternately; then the same ``CachedEmbedder`` again on a warm cache.
 * score: ``TransformersBackend.sequence_logprobs`` (length bucketing, LM head only at scored positions)
   vs naive in-order padded batches with full logits and a full-vocabulary log-softmax, on a mixed-length
-  pool; and ``option_logprobs`` (last position only) vs naive full logits, on few-shot prompts.
+  pool; and ``option_logprobs`` (last position only) vs naive full logits, on 0- to 4-shot prompts.
 * index: ``EmbeddingIndex`` kinds "flat", "auto" and "ivf" on a synthetic Gaussian mixture (build time,
   query time, recall@10 against the exact index, peak RSS), with the ef_search / nprobe trade-off.
 
@@ -507,14 +507,16 @@ def bench_score(quick: bool) -> dict:
         f"(median {seq['ratio_median']:.3f}); max|diff| {seq_diff:.2e} over {seq['scored_tokens']} tokens"
     )
 
-    # Option scoring: 4-shot SST-2 prompts, one-token options, so curate takes its last-position path.
+    # Option scoring on a mixed-length pool: 0- to 4-shot SST-2 prompts (as an ICL run with a varying
+    # number of demonstrations sends), one-token options, so curate takes its last-position path.
     labeled = read_sst2_labeled()
     names = {0: "negative", 1: "positive"}
     prompts = []
     for _ in range(n_prompts):
-        picks = rng.choice(len(labeled), size=5, replace=False)
-        shots = "".join(f"Review: {labeled[i][0]}\nSentiment: {names[labeled[i][1]]}\n\n" for i in picks[:4])
-        prompts.append(shots + f"Review: {labeled[picks[4]][0]}\nSentiment:")
+        n_shots = int(rng.integers(0, 5))
+        picks = rng.choice(len(labeled), size=n_shots + 1, replace=False)
+        shots = "".join(f"Review: {labeled[i][0]}\nSentiment: {names[labeled[i][1]]}\n\n" for i in picks[:-1])
+        prompts.append(shots + f"Review: {labeled[picks[-1]][0]}\nSentiment:")
     options = [" positive", " negative"]
     option_ids = [tok(o, add_special_tokens=False)["input_ids"] for o in options]
     fast_path = all(len(t) == 1 for t in option_ids) and len({t[0] for t in option_ids}) == len(option_ids)
@@ -531,7 +533,7 @@ def bench_score(quick: bool) -> dict:
     )
     o_bucket_padded = sum(len(b) * max(p_lengths[i] for i in b) for b in o_buckets)
     log(
-        f"[score] options: {n_prompts} 4-shot prompts, tokens min/median/max {min(p_lengths)}/{int(np.median(p_lengths))}/"
+        f"[score] options: {n_prompts} 0- to 4-shot prompts, tokens min/median/max {min(p_lengths)}/{int(np.median(p_lengths))}/"
         f"{max(p_lengths)}, options {options} -> ids {option_ids}, single-token path: {fast_path}"
     )
     log(
