@@ -312,13 +312,13 @@ TABLE_NAME = "results.parquet"
 
 
 def _metric_label(table, metric: str) -> str:
+    """The name of the primary metric: the named column that ``metric`` repeats (runners write both)."""
     if metric != "metric":
         return metric
-    named = [c for c in table.columns if c not in ("metric",) and c in ("accuracy", "icl_accuracy")]
-    for c in table.columns[table.columns.get_loc("metric") + 1:]:
-        if table[c].equals(table["metric"]):
-            return c
-    return named[0] if named else "metric"
+    for column in table.columns[table.columns.get_loc("metric") + 1:]:
+        if table[column].equals(table["metric"]):
+            return str(column)
+    return "metric"
 
 
 def _read_speed(run_dir: Path):
