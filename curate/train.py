@@ -52,8 +52,11 @@ def build_config(cls, output_dir: str | Path, train: Mapping[str, Any] | None, *
         raise ConfigError(f"'{owner}.output_dir' is chosen by the learner (inside its run folder); remove it.")
     defaults = dict(CPU_DEFAULTS)
     if not {"gradient_checkpointing", "activation_checkpointing"} & set(train):
-        # transformers 5 renamed it; the old name still works but warns, and the new one wins when both are set.
-        defaults["activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"] = False
+        # transformers 5 renamed it, and TRL's configs still default the old name to True: both go off
+        # (checkpointing recomputes every layer in the backward pass, pure loss on small CPU runs).
+        for name in ("gradient_checkpointing", "activation_checkpointing"):
+            if name in fields:
+                defaults[name] = False
     kwargs = {**defaults, **({"use_cpu": True} if device == "cpu" else {}), **train, **(fixed or {})}
     try:
         return cls(output_dir=str(output_dir), **kwargs)
