@@ -337,6 +337,7 @@ def test_cli_runs_a_recipe_and_resumes(gsm8k_file, tiny_lm_dir, tmp_path, capsys
     recipe.write_text(yaml.safe_dump(to_dict(config)))
     assert main(["distill", str(recipe), "--out", str(tmp_path / "run"), "--dry-run"]) == 0
     assert "Worst-case cost: 0.500000 USD" in capsys.readouterr().out
+    assert not (tmp_path / "run").exists()  # a dry run writes nothing
     assert main(["distill", str(recipe), "--out", str(tmp_path / "run"), "--set", "stop.rounds=1"]) == 0
     out = capsys.readouterr().out
     assert "Stopped: 1 rounds done" in out and "Held-out loss" in out and "Distilled data:" in out

@@ -43,7 +43,9 @@ def _handle(args) -> int:
     print(f"Spent: {ledger['spent']:.6f} {cur} (answers {ledger.get('spent_llm', 0.0):.6f}, probes "
           f"{ledger.get('spent_probe', 0.0):.6f}); {summary['responses']} teacher answers, {summary['probes']} probes")
     print(f"{'round':>5} {'answers':>7} {'spent':>10} {'train loss':>10} {'seconds':>8}")
-    for c, h in zip(summary["curve"], [None, *summary["rounds"]], strict=False):
+    trained = {h["round"] - 1: h for h in summary["rounds"]}  # training round n follows loop round n - 1
+    for c in summary["curve"]:
+        h = trained.get(c["round"])
         loss = "" if h is None else f"{h['train_loss']:.4f}"
         secs = "" if h is None else f"{h['seconds']:.1f}"
         print(f"{c['round']:>5} {c['labels']:>7} {c['spent']:>10.6f} {loss:>10} {secs:>8}")

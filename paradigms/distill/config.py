@@ -101,6 +101,7 @@ class AcquireDistillConfig:
     batch_size: int = 16
     sample: int | None = 64     # candidates scored (and probed) per round; null = all
     probe_tokens: int = 8       # probe: the teacher's first k tokens
+    probe_max_input_tokens: int | None = None  # probe: longer prompts are not probed (default teacher.max_input_tokens)
     samples: int = 4            # semantic: student answers per prompt
     diverse_m: int | None = None  # *_kcenter: k-center among the top m (default 4 x batch)
 

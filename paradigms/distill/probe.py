@@ -47,7 +47,7 @@ class TeacherProbe:
         sample: probe at most this many candidates per selection (a seeded random subset; the rest
             rank last). None = every candidate; the worst case is then the whole pool.
         chat / system: how a live teacher's prompt is rendered (its own chat template).
-        max_input_tokens: a live teacher is not sent longer prompts (part of the cost bound).
+        max_input_tokens: longer prompts are not probed (they rank last): part of the cost bound.
         batch_size: prompts per live teacher call.
         seed: seeds the subset.
         cache: a JSON file that keeps bought probes across invocations (a resumed run pays once).
@@ -97,7 +97,8 @@ class TeacherProbe:
             pool = self.learner.pool
             self.teacher.prepare(pool)
             return max((prices.micros(input_tokens=i, output_tokens=min(o, self.tokens))
-                        for i, o in (self.teacher.tokens(pool, k) for k in range(len(pool)))), default=0)
+                        for i, o in (self.teacher.tokens(pool, k) for k in range(len(pool)))
+                        if i <= self.max_input_tokens), default=0)
         return prices.micros(input_tokens=self.max_input_tokens, output_tokens=self.tokens)
 
     # ---------------------------------------------------------------- scoring
@@ -168,6 +169,9 @@ class TeacherProbe:
             answer = answers[i]
             ids = tokenizer(str(answer), add_special_tokens=False)["input_ids"][: self.tokens] if answer else []
             tin = teacher.tokens(pool, i)[0]
+            if tin > self.max_input_tokens:
+                self.probes_[i] = ""  # never probed, never billed: ranked last
+                continue
             if not self._affordable(self._price(tin, len(ids))):
                 break
             self._pay(i, tin, len(ids))

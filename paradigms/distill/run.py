@@ -73,7 +73,8 @@ def _strategy(config: DistillConfig, learner, teacher, run_dir: Path, index, emb
         from .probe import TeacherProbe
 
         probe = TeacherProbe(learner, teacher, tokens=a.probe_tokens, sample=a.sample, chat=config.teacher.chat,
-                             system=config.teacher.system, max_input_tokens=config.teacher.max_input_tokens,
+                             system=config.teacher.system,
+                             max_input_tokens=a.probe_max_input_tokens or config.teacher.max_input_tokens,
                              seed=seed, cache=run_dir / "probes.json")
         return (TopK(probe, allow_fewer=True) if a.strategy == "probe" else TopThenDiverse(probe, m)), probe
     measure = {"entropy_kcenter": "entropy"}.get(a.strategy, a.strategy)
@@ -205,16 +206,16 @@ def start_distill(config: DistillConfig, out: str | Path, *, dry_run: bool = Fal
     from curate.responses import response_dataset
 
     out = Path(out)
+    run = build_distill(config, out)
+    summary: dict[str, Any] = {"run_dir": str(out), "worst_case": worst_case(run), "currency": config.prices.currency}
+    if dry_run:  # nothing is written
+        return summary
     out.mkdir(parents=True, exist_ok=True)
     saved = out / _CONFIG
     resolved = yaml.safe_dump(to_dict(config), sort_keys=False)
     if saved.exists() and saved.read_text() != resolved:
         logger.warning("%s was written by another recipe or overrides; continuing with the new one", saved)
     saved.write_text(resolved)
-    run = build_distill(config, out)
-    summary: dict[str, Any] = {"run_dir": str(out), "worst_case": worst_case(run), "currency": config.prices.currency}
-    if dry_run:
-        return summary
     result = run.loop.run()
     data_path = out / "distilled.jsonl"
     if result.labels:
