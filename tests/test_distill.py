@@ -292,6 +292,15 @@ def test_token_mode_is_refused_when_tokenizers_differ(gsm8k_file, tiny_lm_dir, o
         train_token(str(tiny_lm_dir), [{"prompt": "a", "completion": "b"}], tmp_path / "x", teacher=str(tiny_lm_dir))
     with pytest.raises(ConfigError, match="method"):
         train_token(str(tiny_lm_dir), [], tmp_path / "x", teacher=str(tiny_lm_dir), method="kl")
+    from curate.paradigms.distill import student_learner
+
+    pool = _pool(gsm8k_file)
+    with pytest.raises(ConfigError, match="share a tokenizer"):
+        student_learner(pool, str(tiny_lm_dir), run_dir=tmp_path, mode="token", teacher=str(other_tokenizer_dir))
+    with pytest.raises(ConfigError, match="pass teacher="):
+        student_learner(pool, str(tiny_lm_dir), run_dir=tmp_path, mode="token")
+    with pytest.raises(ConfigError, match="'mode' parameter"):
+        student_learner(pool, str(tiny_lm_dir), run_dir=tmp_path, mode="logits")
 
 
 # ------------------------------------------------------------------ recipes and CLI

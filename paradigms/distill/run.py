@@ -87,10 +87,11 @@ def build_distill(config: DistillConfig, run_dir: str | Path) -> DistillRun:
     from curate.ledger import Ledger, Prices
     from curate.loop import ActiveLoop
     from curate.models import resolve_lm
-    from curate.responses import RecordedTeacher, ResponseLearner, TeacherAnnotator
+    from curate.responses import RecordedTeacher, TeacherAnnotator
     from curate.stopping import MaxRounds
 
     from .data import load_prompt_pool
+    from .learner import student_learner
 
     run_dir = Path(run_dir)
     pc = config.pool
@@ -107,16 +108,11 @@ def build_distill(config: DistillConfig, run_dir: str | Path) -> DistillRun:
         annotator = TeacherAnnotator(probe_teacher, chat=t.chat, system=t.system, max_new_tokens=t.max_new_tokens,
                                      max_input_tokens=t.max_input_tokens)
     s = config.student
-    trainer = None
-    if s.mode == "token":
-        from .kd import check_shared_tokenizer, token_trainer
-
-        weights = resolve_lm(t.model)
-        check_shared_tokenizer(student, weights)
-        trainer = token_trainer(weights, s.method)
-    learner = ResponseLearner(pool, student, run_dir=run_dir, restart=s.restart, lora=s.lora or None, train=s.train,
-                              chat=s.chat, system=s.system, max_length=s.max_length, max_new_tokens=s.max_new_tokens,
-                              self_training=s.self_training, device=s.device, seed=config.seed, trainer=trainer)
+    learner = student_learner(pool, student, run_dir=run_dir, mode=s.mode,
+                              teacher=resolve_lm(t.model) if s.mode == "token" else None, method=s.method,
+                              restart=s.restart, lora=s.lora or None, train=s.train, chat=s.chat, system=s.system,
+                              max_length=s.max_length, max_new_tokens=s.max_new_tokens,
+                              self_training=s.self_training, device=s.device, seed=config.seed)
     a = config.acquire
     index = embedder = None
     if a.init == "kcenter" or "kcenter" in a.strategy or a.strategy == "semantic":
