@@ -127,6 +127,9 @@ def test_a_grid_runs_into_one_tidy_table(tmp_path):
     assert cell["spent"].tolist() == pytest.approx([3.0, 6.0, 9.0, 12.0])  # 0.5 per gold (people) label
     assert cell["human_labels"].tolist() == [6, 12, 18, 24]
     assert (cell["metric"] == cell["accuracy"]).all()
+    # a round's wall time includes its selection; elapsed adds them up
+    assert (table["wall_seconds"] >= table["select_seconds"]).all()
+    assert cell["elapsed_seconds"].iloc[-1] == pytest.approx(cell["wall_seconds"].sum())
     # every strategy starts from the same random labels for a seed (the classic protocol)
     first = table[(table["round"] == 0) & (table.seed == 0)]["accuracy"]
     assert first.nunique() == 1
@@ -315,6 +318,10 @@ def test_cli_runs_reports_and_resumes(tmp_path, capsys):
     assert "Selection speed" in (out / "report" / "report.md").read_text()
     assert main(["--quiet", "bench", str(path), "--out", str(out), "--no-speed", "--no-report"]) == 0
     assert "6 of 6 cells already done" in capsys.readouterr().out
+    before = pd.read_parquet(out / "results.parquet")
+    assert main(["--quiet", "bench", str(path), "--out", str(out), "--rebuild-table"]) == 0
+    assert "rows of 6 done cells rewritten" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "results.parquet"), before)
     assert main(["--quiet", "bench", "report", str(out), "--out", str(tmp_path / "r")]) == 0
     assert (tmp_path / "r" / "report.md").exists()
     assert main(["--quiet", "bench", str(tmp_path / "missing.yaml")]) == 2

@@ -174,12 +174,19 @@ def cell_rows(run_dir: str | Path, cell, metric_names: tuple[str, ...], currency
         by_source.setdefault(r, {})[source] = n
     metrics = MetricsLog.read(run_dir)
     rows, elapsed, human, tin, tout, llm_labels = [], 0.0, 0, 0, 0, 0
+    previous_finished = None
     for r, labels, spent_micros, metric, started, finished, info in rounds:
         info = json.loads(info or "{}")
         _, h, i, o = per_round.get(r, (0, 0, 0, 0))
         human, tin, tout = human + (h or 0), tin + (i or 0), tout + (o or 0)
         llm_labels += by_source.get(r, {}).get("llm", 0)
-        wall = float(finished - started) if started is not None and finished is not None else float("nan")
+        # A round runs from the end of the one before (predictions for the pool, selection, then the
+        # journalled part: annotation, training, evaluation); round 0's selection precedes its start.
+        if previous_finished is None:
+            wall = float(finished - started) + float(info.get("select_seconds", 0.0))
+        else:
+            wall = float(finished - previous_finished)
+        previous_finished = finished
         elapsed += wall
         row = {**cell.keys, "round": int(r), "labels": int(labels), "llm_labels": int(llm_labels),
                "human_labels": int(human), "spent": (spent_micros or 0) / 1e6, "currency": currency,

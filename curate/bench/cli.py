@@ -62,10 +62,13 @@ def _out(args, config) -> Path:
 
 
 def _run(args) -> int:
-    from curate.bench.run import run_bench
+    from curate.bench.run import rebuild_rows, run_bench
 
     config = _load(args.target, args.overrides)
     out = _out(args, config)
+    if args.rebuild_table:
+        _say(f"rows of {rebuild_rows(config, out)} done cells rewritten from their journals; table: {out / 'results.parquet'}")
+        return 0
     from curate.bench.config import expand_grid
 
     cells = expand_grid(config)

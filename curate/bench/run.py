@@ -29,7 +29,7 @@ import yaml
 from curate.bench.config import BenchConfig, Cell, expand_grid
 from curate.errors import ConfigError
 
-__all__ = ["BenchResult", "TABLE", "read_table", "run_bench", "write_table"]
+__all__ = ["BenchResult", "TABLE", "read_table", "rebuild_rows", "run_bench", "write_table"]
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +150,21 @@ def _finish_cell(config: BenchConfig, cell: Cell, folder: Path, runner) -> list[
     tmp.write_text(json.dumps(rows))
     tmp.replace(folder / "rows.json")  # atomic: a cell is done exactly when its rows are all there
     return rows
+
+
+def rebuild_rows(config: BenchConfig, out: str | Path) -> int:
+    """Rewrite every done cell's rows from its journal and metrics log (after an upgrade of curate that
+    changes how rows are derived), then the table; returns the number of cells rewritten. Runs nothing."""
+    from curate.bench.registry import load_runner
+
+    out = Path(out)
+    cells = expand_grid(config)
+    runners = {name: load_runner(name, config) for name in dict.fromkeys(c.paradigm for c in cells)}
+    done = [c for c in cells if _done(out, c, config)]
+    for cell in done:
+        _finish_cell(config, cell, out / "cells" / cell.folder, runners[cell.paradigm])
+    write_table(out, cells, config)
+    return len(done)
 
 
 def write_table(out: str | Path, cells: list[Cell], config: BenchConfig | None = None) -> int:
