@@ -405,7 +405,7 @@ def test_icl_cells_evaluate_the_lm_with_the_labels_bought_so_far(tmp_path, tiny_
     schedules:
       default: {{init: 2, batch: 2, rounds: 2, init_strategy: same}}
     paradigms:
-      icl: {{n_test: 6, k: 2}}
+      icl: {{n_test: 6, k: 2, pool_per_seed: 40}}
     lm: {{backend: hf, model: "{tiny_lm_dir}", device: cpu}}
     prices: {{human_per_label: 1.0}}
     """

@@ -11,7 +11,9 @@ set), and the LM's ``eval_tokens`` and ``eval_seconds`` for the evaluation.
 
 Options (``paradigms: {icl: {...}}`` in the recipe): ``n_test`` (40), ``k`` (4), ``calibrate`` (true),
 ``max_demo_tokens`` (32), ``max_input_tokens`` (64), ``max_batch_tokens`` (4096), ``max_batch_size``
-(16), and ``prompts: {dataset: {PromptConfig fields}}`` for datasets without a built-in prompt.
+(16), ``pool_per_seed`` (null: every seed annotates the whole pool; N: each seed its own random N
+examples of it, as Su et al. do, so that deterministic strategies such as vote-k vary over seeds too),
+and ``prompts: {dataset: {PromptConfig fields}}`` for datasets without a built-in prompt.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ PROMPTS: dict[str, dict[str, Any]] = {
 }
 
 OPTIONS = {"n_test": 40, "k": 4, "calibrate": True, "max_demo_tokens": 32, "max_input_tokens": 64,
-           "max_batch_tokens": 4096, "max_batch_size": 16, "prompts": {}}
+           "max_batch_tokens": 4096, "max_batch_size": 16, "pool_per_seed": None, "prompts": {}}
 
 
 class _Recorder:
@@ -121,8 +123,6 @@ class ICLRunner:
             from curate.bench.datasets import load_split
             from curate.config import from_dict
             from curate.embed import load_embedder
-            from curate.index import EmbeddingIndex
-            from curate.pool import load_pool
 
             from .config import PromptConfig
             from .prompts import PromptBuilder
@@ -130,10 +130,7 @@ class ICLRunner:
             if self._embedder is None:
                 self._embedder = load_embedder(self.config.embedder)
             split = load_split(name, self.config.dataset(name))
-            pool = load_pool([{"text": t, "label": y} for t, y in zip(split.pool_texts, split.pool_labels, strict=True)],
-                             require=("text", "label"))
             vectors = self._embedder.encode(split.pool_texts)
-            index = EmbeddingIndex.from_vectors(vectors, pool.ids, model=self._embedder.name, kind="flat")
             n = min(int(self.options["n_test"]), len(split.test_texts))
             pick = np.sort(np.random.default_rng([0, TEST_SEED]).choice(len(split.test_texts), size=n, replace=False))
             texts = [split.test_texts[i] for i in pick]
@@ -143,11 +140,30 @@ class ICLRunner:
             spec.setdefault("max_input_tokens", self.options["max_input_tokens"])
             prompt = from_dict(PromptConfig, spec, f"paradigms.icl.prompts.{name}")
             builder = PromptBuilder.for_backend(prompt, split.classes, self.backend())
-            self._data[name] = {"split": split, "pool": pool, "index": index, "texts": texts,
+            self._data[name] = {"split": split, "vectors": vectors, "pools": {}, "texts": texts,
                                 "gold": [split.test_labels[i] for i in pick], "test_x": self._embedder.encode(texts),
                                 "builder": builder}
-            logger.info("icl dataset %s: %s; pool %d, %d test inputs", name, split.note, len(pool), n)
+            logger.info("icl dataset %s: %s; pool %d, %d test inputs", name, split.note, len(split.pool_texts), n)
         return self._data[name]
+
+    def pool_for(self, name: str, seed: int):
+        """The pool a cell annotates, and its index: the whole pool, or this seed's random ``pool_per_seed``."""
+        from curate.index import EmbeddingIndex
+        from curate.pool import load_pool
+
+        d = self.data(name)
+        size = self.options["pool_per_seed"]
+        key = None if size is None else seed
+        if key not in d["pools"]:
+            split, n = d["split"], len(d["split"].pool_texts)
+            rows = np.arange(n)
+            if size is not None and int(size) < n:
+                rows = np.sort(np.random.default_rng([0, 2, seed]).choice(n, size=int(size), replace=False))
+            pool = load_pool([{"text": split.pool_texts[i], "label": split.pool_labels[i]} for i in rows.tolist()],
+                             require=("text", "label"))
+            index = EmbeddingIndex.from_vectors(d["vectors"][rows], pool.ids, model=self._embedder.name, kind="flat")
+            d["pools"] = {key: (pool, index)}  # one at a time: cells of a seed run next to each other
+        return d["pools"][key]
 
     # ------------------------------------------------------------------ one cell
 
@@ -166,14 +182,15 @@ class ICLRunner:
         from .retrieve import DemonstrationRetriever
 
         d = self.data(cell.dataset)
+        pool, index = self.pool_for(cell.dataset, cell.seed)
         schedule = self.config.schedules[cell.schedule]
         classes = d["split"].classes
         backend, builder, opts = self.backend(), d["builder"], self.options
         k = int(opts["k"])
 
         def measure(learner: _Recorder) -> dict[str, float]:
-            texts = d["pool"].texts(learner.ids_)
-            retriever = DemonstrationRetriever(RetrieveConfig(method="knn", k=k, candidates=k), index=d["index"],
+            texts = pool.texts(learner.ids_)
+            retriever = DemonstrationRetriever(RetrieveConfig(method="knn", k=k, candidates=k), index=index,
                                                ids=learner.ids_, labels=learner.labels_, texts=texts)
             result = evaluate_icl(backend, builder, retriever, d["texts"], d["gold"], d["test_x"], seed=cell.seed,
                                   calibrate=bool(opts["calibrate"]), content_free=CONTENT_FREE,
@@ -182,10 +199,10 @@ class ICLRunner:
             return {"icl_accuracy": result.accuracy, "icl_calibrated_accuracy": result.dataset_calibrated_accuracy,
                     "eval_tokens": float(result.stats.forward_tokens), "eval_seconds": result.seconds}
 
-        learner = _Recorder(d["index"].vectors, classes)
-        annotator = build_cell_annotator(self.config, cell, classes, d["pool"], d["index"], self.backend)
-        loop = ActiveLoop(d["pool"], strategy=build_strategy(self.config, cell.strategy), annotator=annotator,
-                          learner=learner, run_dir=run_dir, index=d["index"], init=init_strategy(self.config, cell),
+        learner = _Recorder(index.vectors, classes)
+        annotator = build_cell_annotator(self.config, cell, classes, pool, index, self.backend)
+        loop = ActiveLoop(pool, strategy=build_strategy(self.config, cell.strategy), annotator=annotator,
+                          learner=learner, run_dir=run_dir, index=index, init=init_strategy(self.config, cell),
                           init_size=schedule.init, batch_size=schedule.batch, stopping=build_stopping(self.config, cell),
                           ledger=build_ledger(self.config, cell), evaluate=metrics_log.evaluator(measure), seed=cell.seed)
         return loop.run()
