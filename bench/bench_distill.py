@@ -72,6 +72,10 @@ def parse_args(argv=None):
     p.add_argument("--em-every", action="store_true", help="exact match at every budget, not only the largest")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work", default="/tmp/curate-bench-distill", help="run folders (models are large)")
+    p.add_argument("--tag", default=None, help="output name suffix (default: '' or '_quick')")
+    p.add_argument("--base-from", default=None, help="reuse the untrained student's numbers from this output JSON")
+    p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                   help="run nothing: merge these outputs' runs (same settings, other seeds) into distill<tag>.json")
     args = p.parse_args(argv)
     if args.quick:
         args.seeds, args.budgets, args.pool, args.init, args.batch, args.sample = "0", "4,8", 200, 4, 4, 8
@@ -126,11 +130,13 @@ def main(argv=None) -> int:
     arms = args.arms.split(",")
     counts = [int(b) for b in args.budgets.split(",")]
     test = read_gsm8k(DATA / "test.jsonl", limit=max(args.loss_n, args.em_n))
-    work = Path(args.work)
-    shutil.rmtree(work, ignore_errors=True)
-    tag = "_quick" if args.quick else ""
+    tag = args.tag if args.tag is not None else ("_quick" if args.quick else "")
     out_json, out_png = OUT / f"distill{tag}.json", OUT / f"distill{tag}.png"
     OUT.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        return merge(args.merge, arms, counts, out_json, out_png)
+    work = Path(args.work)
+    shutil.rmtree(work, ignore_errors=True)
 
     # Money budgets: N solutions at the pool's mean solution cost.
     probe_run = build_distill(config_for(args, "random", 0, 1.0), work / "costs")
@@ -145,9 +151,12 @@ def main(argv=None) -> int:
               "load_start": os.getloadavg()}
 
     t = time.perf_counter()
-    base = evaluate_student(probe_run.learner, test, loss_size=args.loss_n, accuracy_size=args.em_n,
-                            max_new_tokens=args.em_tokens)
-    result["base"] = {**base, "seconds": round(time.perf_counter() - t, 1)}
+    if args.base_from:
+        base = json.loads(Path(args.base_from).read_text())["base"]
+    else:
+        base = evaluate_student(probe_run.learner, test, loss_size=args.loss_n, accuracy_size=args.em_n,
+                                max_new_tokens=args.em_tokens)
+    result["base"] = {**base, "seconds": base.get("seconds", round(time.perf_counter() - t, 1))}
     print(f"base student: loss {base['loss']:.4f} (ppl {base['perplexity']:.2f}) on {base['n']}; "
           f"EM {base['accuracy']:.3f} on {base['em_n']} ({result['base']['seconds']}s)", flush=True)
     shutil.rmtree(work / "costs", ignore_errors=True)
@@ -203,6 +212,25 @@ def main(argv=None) -> int:
     plot(result, arms, counts, out_png)
     print(f"total {result['total_seconds']:.0f}s; load average at end {result['load_end']}")
     print(f"wrote {out_json} and {out_png}")
+    return 0
+
+
+def merge(paths, arms, counts, out_json: Path, out_png: Path) -> int:
+    """One output from several (the same settings, other seeds): runs joined, summary recomputed."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    result = dict(parts[0])
+    result["runs"] = [r for part in parts for r in part["runs"]]
+    result["cut_seeds"] = sorted({s for part in parts for s in part.get("cut_seeds", [])}
+                                 - {r["seed"] for r in result["runs"]})
+    result["parts"] = [{"path": str(p), "total_seconds": part.get("total_seconds"), "load_start": part.get("load_start"),
+                        "load_end": part.get("load_end"), "seeds": sorted({r["seed"] for r in part["runs"]})}
+                       for p, part in zip(paths, parts, strict=True)]
+    result["total_seconds"] = sum(part.get("total_seconds") or 0 for part in parts)
+    result["summary"] = summarize(result, arms, counts)
+    out_json.write_text(json.dumps(result, indent=1, default=str))
+    print_table(result, arms, counts)
+    plot(result, arms, counts, out_png)
+    print(f"merged {len(parts)} outputs: total {result['total_seconds']:.0f}s; wrote {out_json} and {out_png}")
     return 0
 
 
