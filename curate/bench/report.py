@@ -265,8 +265,9 @@ def write_report(run_dir: str | Path, *, out: str | Path | None = None, metric: 
                                f"**{metric_label}**. AUC = the mean of the learning curve over the label range every cell "
                                "of a panel covers (trapezoid rule), mean ± sd over seeds. Δ vs random = paired AUC difference "
                                "x100 on the same seeds; won = seeds where the strategy's AUC beat random's; p-values: paired "
-                               "t-test and exact sign test (two-sided). Peers (small-text) run on the same embeddings, "
-                               "learner and seeds."))
+                               "t-test and exact sign test (two-sided)." +
+                               (" Peers (`small-text:...`) run on the same embeddings, learner and seeds."
+                                if table["strategy"].astype(str).str.contains(":").any() else "")))
     summary_rows = []
     overview: dict[str, dict[str, str]] = {}
     for panel in panels:
