@@ -99,8 +99,9 @@ class SmallTextStrategy:
         y = np.zeros(len(labeled), dtype=np.int64)  # neither family reads the labels
         if k == 0:
             return Selection(np.zeros(0, dtype=np.int64), info={"peer": f"small-text:{self.name}"})
-        if self.name == "LightweightCoreset":
-            # It draws from numpy's global generator; seed it from this round's rng so a cell repeats.
+        if self.name in ("LightweightCoreset", "EmbeddingKMeans"):
+            # They draw from numpy's global generator (EmbeddingKMeans through scikit-learn's KMeans with
+            # no random_state): seed it from this round's rng, so that a cell repeats exactly.
             np.random.seed(int(rng.integers(2**32 - 1)))
         if self.name in CONFIDENCE:
             probs = state.require_probs(f"small-text's {self.name}")
