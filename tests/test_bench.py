@@ -418,3 +418,19 @@ def test_icl_cells_evaluate_the_lm_with_the_labels_bought_so_far(tmp_path, tiny_
     from curate.bench.report import write_report
 
     assert "icl_accuracy" in (write_report(out) / "report.md").read_text()
+
+
+@pytest.mark.parametrize("name", ["LeastConfidence", "PredictionEntropy", "BreakingTies", "GreedyCoreset",
+                                  "LightweightCoreset", "EmbeddingKMeans"])
+def test_every_peer_selects_unlabelled_unique_ids_deterministically(name):
+    pytest.importorskip("small_text")
+    from curate.acquire.base import PoolState
+    from curate.bench.peers import SmallTextStrategy
+    from curate.bench.speed import mixture, probabilities
+    from curate.index import EmbeddingIndex
+
+    index = EmbeddingIndex.from_vectors(mixture(300, 16, seed=0), kind="flat")
+    state = PoolState(size=300, labeled=np.arange(0, 300, 30), index=index, probs=probabilities(300, 3, seed=1))
+    picks = [SmallTextStrategy(name).select(state, 7, rng=np.random.default_rng(5)).ids for _ in range(2)]
+    assert len(set(picks[0].tolist())) == 7 and not np.isin(picks[0], state.labeled).any()
+    assert picks[0].tolist() == picks[1].tolist()
