@@ -16,6 +16,7 @@ from curate.bench.config import BenchConfig, Cell, expand_grid, load_bench_confi
 from curate.bench.run import read_table, run_bench
 from curate.config import from_dict
 from curate.errors import ConfigError
+from curate.errors import ConfigError
 
 TINY = """
 name: tiny
@@ -330,7 +331,7 @@ def test_cli_runs_reports_and_resumes(tmp_path, capsys):
 
 def test_default_recipes_parse():
     root = Path(__file__).resolve().parents[1] / "recipes"
-    for name in ("bench-classification.yaml", "bench-icl.yaml"):
+    for name in ("bench-classification.yaml", "bench-icl.yaml", "bench-sft.yaml"):
         config = load_bench_config(root / name)
         cells = expand_grid(config)
         assert cells, name
@@ -418,6 +419,35 @@ def test_icl_cells_evaluate_the_lm_with_the_labels_bought_so_far(tmp_path, tiny_
     from curate.bench.report import write_report
 
     assert "icl_accuracy" in (write_report(out) / "report.md").read_text()
+
+
+def test_sft_cells_train_the_lm_round_by_round_and_measure_held_out_loglik(tmp_path, tiny_lm_dir):
+    text = f"""
+    name: sft
+    grid:
+      paradigm: [sft]
+      dataset: [instructions]
+      strategy: [random, entropy]
+      seed: [0]
+    schedules:
+      default: {{init: 2, batch: 2, rounds: 2, init_strategy: random}}
+    paradigms:
+      sft: {{eval_n: 4, sample: 4, answer_tokens: 3, max_length: 48, train: {{max_steps: 1}},
+             lora: {{r: 2, lora_alpha: 4, target_modules: all-linear}}}}
+    lm: {{backend: hf, model: "{tiny_lm_dir}", device: cpu}}
+    prices: {{human_per_label: 0.5}}
+    """
+    config = load_bench_config(recipe(tmp_path, text))
+    out = _run(config, tmp_path / "out")
+    table = read_table(out)
+    assert table["labels"].tolist() == [2, 4, 2, 4] and table["spent"].tolist() == [1.0, 2.0, 1.0, 2.0]
+    assert (table["sft_loglik"] < 0).all() and (table["metric"] == table["sft_loglik"]).all()
+    assert np.allclose(table["sft_perplexity"], np.exp(-table["sft_loglik"]))
+    bad = load_bench_config(recipe(tmp_path, text.replace("strategy: [random, entropy]", "strategy: [margin]")))
+    from curate.bench.registry import load_runner
+
+    with pytest.raises(ConfigError, match="cannot drive the sft paradigm"):
+        load_runner("sft", bad).check(expand_grid(bad)[0])
 
 
 @pytest.mark.parametrize("name", ["LeastConfidence", "PredictionEntropy", "BreakingTies", "GreedyCoreset",

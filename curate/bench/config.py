@@ -35,7 +35,7 @@ __all__ = ["BUILTIN_DATASETS", "BenchConfig", "Cell", "DatasetConfig", "GridConf
            "StrategyConfig", "expand_grid", "load_bench_config"]
 
 # Datasets a grid may name without defining them (read in place; see curate.bench.datasets).
-BUILTIN_DATASETS = ("sst2", "trec", "agnews", "reviews", "synthetic")
+BUILTIN_DATASETS = ("sst2", "trec", "agnews", "reviews", "synthetic", "instructions", "alpaca_eval")
 
 
 @dataclass

@@ -32,6 +32,7 @@ __all__ = ["RUNNERS", "CellRunner", "load_runner"]
 RUNNERS: dict[str, str] = {
     "classification": "curate.bench.classification:ClassificationRunner",
     "icl": "curate.paradigms.icl.bench:ICLRunner",
+    "sft": "curate.paradigms.sft.bench:SFTRunner",
 }
 
 

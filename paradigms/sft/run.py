@@ -23,7 +23,7 @@ from curate.errors import ConfigError
 
 from .config import SFTConfig, from_dict
 
-__all__ = ["build_sft_loop", "heldout_loglik", "resume_sft", "run_sft"]
+__all__ = ["build_sft_loop", "heldout_loglik", "resume_sft", "run_sft", "sft_strategy"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,23 +42,32 @@ def heldout_loglik(learner, prompts: list[str], responses: list[str]) -> float:
     return total / max(tokens, 1)
 
 
-def _strategy(config: SFTConfig, learner, index):
+def sft_strategy(name: str, learner, *, sample: int | None = 128, samples: int = 4,
+                 density_beta: float | None = None, params: dict | None = None, seed: int = 0):
+    """A strategy for a response learner: ``entropy``, ``perplexity``, ``semantic``, ``loss`` or ``ifd``
+    (the model's own uncertainty, through :class:`~curate.responses.AnswerUncertainty`), or any
+    ``curate.acquire`` strategy that needs no class probabilities (random, kcenter, kmeans, votek)."""
     from curate.acquire import make_strategy
     from curate.acquire.strategies import TopK
     from curate.acquire.wrappers import DensityWeighted
     from curate.responses import AnswerUncertainty
 
-    a = config.acquire
-    if a.strategy in UNCERTAINTY:
-        scorer = AnswerUncertainty(learner, a.strategy, samples=a.samples, sample=a.sample, seed=config.seed,
-                                   **a.params)
-        if a.density_beta is not None:
-            scorer = DensityWeighted(scorer, a.density_beta)
+    params = dict(params or {})
+    if name in UNCERTAINTY:
+        scorer = AnswerUncertainty(learner, name, samples=samples, sample=sample, seed=seed, **params)
+        if density_beta is not None:
+            scorer = DensityWeighted(scorer, density_beta)
         return TopK(scorer)
-    if a.strategy in NEEDS_PROBS:
-        raise ConfigError(f"acquire.strategy '{a.strategy}' needs class probabilities, which a generative model does "
-                          f"not give; use one of {', '.join(UNCERTAINTY)}, or random/kcenter/kmeans/votek.")
-    return make_strategy(a.strategy, **a.params)
+    if name in NEEDS_PROBS:
+        raise ConfigError(f"strategy '{name}' needs class probabilities, which a generative model does not give; "
+                          f"use one of {', '.join(UNCERTAINTY)}, or random/kcenter/kmeans/votek.")
+    return make_strategy(name, **params)
+
+
+def _strategy(config: SFTConfig, learner):
+    a = config.acquire
+    return sft_strategy(a.strategy, learner, sample=a.sample, samples=a.samples, density_beta=a.density_beta,
+                        params=a.params, seed=config.seed)
 
 
 def _annotator(config: SFTConfig, pool):
@@ -128,7 +137,7 @@ def build_sft_loop(config: SFTConfig, run_dir: str | Path):
                     budget=config.stop.money)
     from curate.acquire import make_strategy
 
-    loop = ActiveLoop(pool, strategy=_strategy(config, learner, index), annotator=_annotator(config, pool),
+    loop = ActiveLoop(pool, strategy=_strategy(config, learner), annotator=_annotator(config, pool),
                       learner=learner, run_dir=run_dir, index=index,
                       init=make_strategy(config.init.strategy, **config.init.params), init_size=config.init.size,
                       batch_size=config.acquire.batch_size, stopping=stopping_rule(config), ledger=ledger,
