@@ -16,7 +16,6 @@ from curate.bench.config import BenchConfig, Cell, expand_grid, load_bench_confi
 from curate.bench.run import read_table, run_bench
 from curate.config import from_dict
 from curate.errors import ConfigError
-from curate.errors import ConfigError
 
 TINY = """
 name: tiny
