@@ -15,7 +15,7 @@ from curate.errors import ConfigError
 
 # Core loop recipes; each paradigm's recipes (icl-*, prefs-*, ...) have their own schema and test.
 RECIPES = sorted(p for p in Path(str(resources.files("curate.recipes"))).glob("*.yaml")
-                 if not p.name.startswith(("icl-", "prefs-", "sft-", "distill-")))
+                 if not p.name.startswith(("icl-", "prefs-", "sft-", "distill-", "bench-")))  # each paradigm's own
 
 
 def test_config_errors_name_the_key():

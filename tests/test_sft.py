@@ -118,3 +118,14 @@ def test_real_alpaca_eval_pool_reads(shared_data):
     path = shared_data / "alpaca_eval" / "results" / "gpt4" / "model_outputs.json"
     pool = load_pool(path, columns={"prompt": "instruction", "response": "output"})
     assert len(pool) == 805 and {"prompt", "response"} <= set(pool.roles)
+
+
+def test_shipped_sft_recipes_parse():
+    from importlib import resources
+    from pathlib import Path
+
+    recipes = sorted(Path(str(resources.files("curate.recipes"))).glob("sft-*.yaml"))
+    assert len(recipes) >= 2
+    for path in recipes:
+        config = load_sft_config(path)
+        assert config.pool.path and config.acquire.strategy and config.stop.rounds
