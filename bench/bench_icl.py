@@ -510,7 +510,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     suffix = args.tag + ("_quick" if args.quick else "")
     report = {"versions": vers, "threads": THREADS, "load_average_start": load_start, "cuts": cuts,
-              "config": {k: v for k, v in vars(args).items()}, "datasets": {}}
+              "config": {k: sorted(v) if isinstance(v, set) else v for k, v in vars(args).items()}, "datasets": {}}
     lines: list[str] = []
     verdicts: list[str] = []
     for name in datasets:
