@@ -20,7 +20,8 @@ from curate.errors import ConfigError, did_you_mean
 from curate.models import DEFAULT_EMBEDDER, DEFAULT_LM
 
 __all__ = ["AcquireConfig", "AnnotatorConfig", "IndexConfig", "InitConfig", "LMConfig", "LearnerConfig",
-           "PoolConfig", "PricesConfig", "RunConfig", "StopConfig", "apply_overrides", "load_config", "to_dict"]
+           "PoolConfig", "PricesConfig", "RunConfig", "StopConfig", "apply_overrides", "load_config", "load_recipe",
+           "to_dict"]
 
 
 @dataclass
@@ -207,25 +208,33 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Defaults, then the YAML file at ``path``, then ``overrides``; relative paths in the file are
-    resolved against the file's folder."""
-    data: dict = {}
+def load_recipe(cls: type, path: str | Path | None = None, overrides: list[str] | None = None, *,
+                data: dict | None = None, pools: tuple[str, ...] = ("pool", "eval"), require_pool: bool = True,
+                missing_hint: str = "") -> Any:
+    """A recipe dataclass ``cls``: defaults, then the YAML file at ``path`` (or ``data``), then
+    ``a.b=value`` overrides. Relative paths of the ``pools`` fields are resolved against the file's
+    folder when they exist there. Every paradigm's recipe loader is this one."""
     base = Path(".")
     if path is not None:
         path = Path(path)
         if not path.exists():
-            raise ConfigError(f"Recipe '{path}' does not exist.")
+            raise ConfigError(f"Recipe '{path}' does not exist.{missing_hint}")
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML: {err}") from None
         base = path.parent
-    data = apply_overrides(data, overrides or [])
-    config = from_dict(RunConfig, data)
-    for pool in (config.pool, config.eval):
+    config = from_dict(cls, apply_overrides(data or {}, overrides or []))
+    for name in pools:
+        pool = getattr(config, name)
         if pool is not None and pool.path and not Path(pool.path).is_absolute() and (base / pool.path).exists():
             pool.path = str((base / pool.path).resolve())
-    if not config.pool.path:
+    if require_pool and not config.pool.path:
         raise ConfigError("The recipe names no pool: set pool.path.")
     return config
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Defaults, then the YAML file at ``path``, then ``overrides``; relative paths in the file are
+    resolved against the file's folder."""
+    return load_recipe(RunConfig, path, overrides)

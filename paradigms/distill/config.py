@@ -11,9 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from curate.config import PricesConfig, apply_overrides, from_dict
+from curate.config import PricesConfig, load_recipe
 from curate.errors import ConfigError, did_you_mean
 from curate.models import DEFAULT_EMBEDDER, DEFAULT_LM
 
@@ -142,20 +140,4 @@ def load_distill_config(path: str | Path | None = None, overrides: list[str] | N
                         data: dict | None = None) -> DistillConfig:
     """Defaults, then the YAML at ``path`` (or ``data``), then ``overrides``; relative data paths are
     resolved against the recipe's folder."""
-    base = Path(".")
-    if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"Recipe '{path}' does not exist.")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
-        base = path.parent
-    config = from_dict(DistillConfig, apply_overrides(data or {}, overrides or []))
-    for prompts in (config.pool, config.eval):
-        if prompts is not None and prompts.path and not Path(prompts.path).is_absolute() and (base / prompts.path).exists():
-            prompts.path = str((base / prompts.path).resolve())
-    if not config.pool.path:
-        raise ConfigError("The recipe names no pool: set pool.path.")
-    return config
+    return load_recipe(DistillConfig, path, overrides, data=data)

@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curate.config import AnnotatorConfig, LMConfig, PoolConfig, PricesConfig, apply_overrides, from_dict
+from curate.config import (
+    AnnotatorConfig,
+    LMConfig,
+    PoolConfig,
+    PricesConfig,
+    load_recipe,
+)
 from curate.errors import ConfigError, did_you_mean
 from curate.models import DEFAULT_EMBEDDER
 
@@ -182,21 +188,5 @@ class ICLConfig:
 def load_icl_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ICLConfig:
     """Defaults, then the YAML recipe at ``path``, then ``a.b=value`` overrides. Relative pool paths in
     the recipe are resolved against the recipe's folder when they exist there."""
-    import yaml
-
-    data: dict = {}
-    base = Path(".")
-    if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"Recipe '{path}' does not exist. The shipped ICL recipes are recipes/icl-*.yaml.")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
-        base = path.parent
-    config = from_dict(ICLConfig, apply_overrides(data, overrides or []))
-    for pool in (config.pool, config.inputs):
-        if pool is not None and pool.path and not Path(pool.path).is_absolute() and (base / pool.path).exists():
-            pool.path = str((base / pool.path).resolve())
-    return config
+    return load_recipe(ICLConfig, path, overrides, pools=("pool", "inputs"), require_pool=False,
+                       missing_hint=" The shipped ICL recipes are recipes/icl-*.yaml.")

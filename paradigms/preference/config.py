@@ -11,9 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from curate.config import LMConfig, PricesConfig, apply_overrides, from_dict
+from curate.config import LMConfig, PricesConfig, load_recipe
 from curate.errors import ConfigError, did_you_mean
 from curate.models import DEFAULT_EMBEDDER
 
@@ -133,20 +131,4 @@ def load_prefs_config(path: str | Path | None = None, overrides: list[str] | Non
                       data: dict | None = None) -> PrefsConfig:
     """Defaults, then the YAML at ``path`` (or ``data``), then ``overrides``; relative pool paths
     are resolved against the recipe's folder."""
-    base = Path(".")
-    if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"Recipe '{path}' does not exist.")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
-        base = path.parent
-    config = from_dict(PrefsConfig, apply_overrides(data or {}, overrides or []))
-    for pairs in (config.pool, config.eval):
-        if pairs is not None and pairs.path and not Path(pairs.path).is_absolute() and (base / pairs.path).exists():
-            pairs.path = str((base / pairs.path).resolve())
-    if not config.pool.path:
-        raise ConfigError("The recipe names no pool: set pool.path.")
-    return config
+    return load_recipe(PrefsConfig, path, overrides, data=data)

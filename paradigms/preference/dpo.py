@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 
 from curate.errors import ConfigError
+from curate.train import build_config, lora_config, quiet, replace_dir, write_json_atomic
 
 from .pairs import check_pair_labels, chosen_rejected
 from .scores import bt_probs, dpo_margin
-from curate.train import build_config, lora_config, quiet, replace_dir, write_json_atomic
 
 __all__ = ["DPOLearner"]
 

@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from curate.train import build_config, lora_config, quiet, replace_dir
+
 from .pairs import check_pair_labels, chosen_rejected
 from .scores import bt_probs
-from curate.train import build_config, lora_config, quiet, replace_dir
 
 __all__ = ["TRLRewardLearner"]
 

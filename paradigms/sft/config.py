@@ -10,16 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from curate.config import (
     InitConfig,
     LMConfig,
     PoolConfig,
     PricesConfig,
     StopConfig,
-    apply_overrides,
     from_dict,
+    load_recipe,
 )
 from curate.errors import ConfigError, did_you_mean
 from curate.models import DEFAULT_EMBEDDER, DEFAULT_LM
@@ -92,21 +90,4 @@ class SFTConfig:
 def load_sft_config(path: str | Path | None = None, overrides: list[str] | None = None) -> SFTConfig:
     """Defaults, then the YAML at ``path``, then ``--set`` overrides; relative pool paths are resolved
     against the recipe's folder."""
-    data: dict = {}
-    base = Path(".")
-    if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"Recipe '{path}' does not exist.")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
-        base = path.parent
-    config = from_dict(SFTConfig, apply_overrides(data, overrides or []))
-    for pool in (config.pool, config.eval):
-        if pool is not None and pool.path and not Path(pool.path).is_absolute() and (base / pool.path).exists():
-            pool.path = str((base / pool.path).resolve())
-    if not config.pool.path:
-        raise ConfigError("The recipe names no pool: set pool.path.")
-    return config
+    return load_recipe(SFTConfig, path, overrides)
