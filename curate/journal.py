@@ -36,6 +36,9 @@ CREATE TABLE IF NOT EXISTS charges (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, item_id INTEGER, round INTEGER, source TEXT NOT NULL,
     micros INTEGER NOT NULL, human_labels INTEGER NOT NULL, input_tokens INTEGER NOT NULL,
     output_tokens INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS generated (
+    item_id INTEGER PRIMARY KEY, round INTEGER NOT NULL, row TEXT NOT NULL, label TEXT, source TEXT NOT NULL,
+    meta TEXT, created REAL NOT NULL);
 """
 
 
@@ -138,6 +141,30 @@ class Journal:
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (charge.item_id, charge.round, charge.source, charge.micros, charge.human_labels, charge.input_tokens,
                  charge.output_tokens))
+
+    def record_generated(self, rows: list[dict], round: int, *, first_id: int, labelled: bool) -> None:
+        """Commit generated pool rows (``{"row", "label", "source", "meta"}``, ids from ``first_id``)
+        in one transaction; with ``labelled`` their intended labels are recorded too, at no charge
+        (the generation that wrote them was billed when it ran)."""
+        now = time.time()
+        with self._tx():
+            for k, g in enumerate(rows):
+                item_id = first_id + k
+                label = None if g.get("label") is None else json.dumps(_plain(g["label"]))
+                self.db.execute("INSERT INTO generated VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                (item_id, round, json.dumps(g["row"]), label, g.get("source", "generated"),
+                                 json.dumps(g.get("meta") or {}, default=str), now))
+                if labelled and label is not None:
+                    self.db.execute("INSERT INTO labels VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                    (item_id, label, "generated", g.get("confidence"), round, "intended label", now))
+                    self.db.execute("INSERT INTO charges (item_id, round, source, micros, human_labels, input_tokens, "
+                                    "output_tokens) VALUES (?, ?, 'generated', 0, 0, 0, 0)", (item_id, round))
+
+    def generated(self) -> list[dict]:
+        """Every generated pool row, by id: ``{"item_id", "round", "row", "label", "source", "meta"}``."""
+        rows = self.db.execute("SELECT item_id, round, row, label, source, meta FROM generated ORDER BY item_id").fetchall()
+        return [{"item_id": r[0], "round": r[1], "row": json.loads(r[2]), "label": None if r[3] is None else json.loads(r[3]),
+                 "source": r[4], "meta": json.loads(r[5] or "{}")} for r in rows]
 
     def labels(self) -> dict[int, Any]:
         """Every usable label, by item id."""

@@ -47,6 +47,16 @@ class EmbeddingClassifier:
         self.model_ = None
         self.prior_ = np.full(len(self.classes), 1.0 / len(self.classes))
 
+    def add_rows(self, pool, vectors: np.ndarray) -> None:
+        """Feature rows for ids appended to the pool (generated examples), in id order."""
+        vectors = np.asarray(vectors, dtype=self.features.dtype)
+        if vectors.ndim != 2 or vectors.shape[1] != self.features.shape[1]:
+            raise ConfigError(f"add_rows got vectors of shape {vectors.shape}; the features are {self.features.shape[1]}-d.")
+        if len(self.features) + len(vectors) != len(pool):
+            raise ConfigError(f"add_rows: {len(self.features)} feature rows + {len(vectors)} new ones do not match the "
+                              f"pool's {len(pool)} rows.")
+        self.features = np.vstack([self.features, vectors])
+
     def _targets(self, labels: Sequence[Any]) -> np.ndarray:
         lookup = {c: i for i, c in enumerate(self.classes)}
         try:

@@ -41,6 +41,7 @@ class LoopResult:
     run_dir: Path
     waiting: bool = False  # True when stopped for human labels: resume after importing them
     curve: list[dict] = field(default_factory=list)
+    pool: Any = None  # the pool at the end: the one given, plus any generated rows
 
 
 class ActiveLoop:
@@ -70,6 +71,11 @@ class ActiveLoop:
             probe): each has ``worst_case_micros(prices)``, the most one selection spends, which the
             loop keeps out of the batch's money, and ``use_purse(purse)``, called with a
             :class:`Purse` before every selection after round 0.
+        generators: query sources that write new candidates outside the pool
+            (:class:`~curate.generate.GenerationQuery`): in the rounds they are due, before
+            selection, their accepted candidates join the pool (journalled, embedded, added to
+            ``index`` and to the learner through its ``add_rows(pool, vectors)``), paid from the
+            round's purse like probes. A resumed run re-appends them from the journal.
 
     An annotator that knows each item's exact cost (``item_micros(pool, ids, prices)``, e.g. a
     recorded teacher) lets the loop size batches by it instead of the worst case: the selection is
@@ -81,7 +87,8 @@ class ActiveLoop:
                  stopping: StopCriterion | None = None, ledger: Ledger | None = None, label_budget: int | None = None,
                  evaluate: Callable[[Any], float] | None = None, stop_set: np.ndarray | None = None,
                  extra_arrays: Callable[[Any], Mapping[str, np.ndarray]] | None = None, seed: int = 0,
-                 initial_labels: Mapping[int, Any] | None = None, probes: Sequence[Any] = ()) -> None:
+                 initial_labels: Mapping[int, Any] | None = None, probes: Sequence[Any] = (),
+                 generators: Sequence[Any] = ()) -> None:
         smallest_init = 0 if initial_labels else 1
         for name, value, low in (("init_size", init_size, smallest_init), ("batch_size", batch_size, 1)):
             if not isinstance(value, (int, np.integer)) or value < low:
@@ -107,6 +114,11 @@ class ActiveLoop:
         self.seed = seed
         self.initial_labels = dict(initial_labels or {})
         self.probes = list(probes)
+        self.generators = list(generators)
+        if self.generators and not callable(getattr(learner, "add_rows", None)):
+            raise ConfigError(f"generators add rows to the pool, and the learner {type(learner).__name__} cannot take "
+                              "them: it needs an add_rows(pool, vectors) method.")
+        self.base_size = len(pool)  # the pool as given; generated rows come after it
 
     # ------------------------------------------------------------------ the loop
 
@@ -119,6 +131,7 @@ class ActiveLoop:
 
     def _run(self, journal: Journal) -> LoopResult:
         self._check_identity(journal)
+        self._restore_generated(journal)
         if self.initial_labels and not journal.rounds() and not journal.attempted():
             self._record_seed_labels(journal)
         self.ledger.entries = journal.charges()
@@ -145,11 +158,15 @@ class ActiveLoop:
                 size, reason, purse_micros = self._batch_size(r, len(labels), attempted)
                 if reason:
                     break
+                purse = Purse(self.ledger, journal, r, purse_micros)
+                # New candidates first (paid from the purse), so this round's acquisition sees them.
+                for k, source in enumerate(self.generators):
+                    if source.due(r):
+                        self._generate(journal, k, source, r, purse, labels, attempted)
                 state = self._state(labels, attempted)
                 if self._exact_costs() and self.ledger.budget_micros is not None:
-                    state = self._affordable(state, purse_micros)
+                    state = self._affordable(state, purse.left_micros)
                 strategy = self.init if r == 0 else self.strategy
-                purse = Purse(self.ledger, journal, r, purse_micros)
                 for probe in self.probes if r > 0 else ():
                     probe.use_purse(purse)
                 clock = time.perf_counter()
@@ -216,7 +233,7 @@ class ActiveLoop:
 
     def _check_identity(self, journal: Journal) -> None:
         """A journal belongs to one pool and seed: resuming it with another is refused."""
-        identity = {"pool_size": len(self.pool), "pool_source": str(getattr(self.pool, "source", "")), "seed": self.seed}
+        identity = {"pool_size": self.base_size, "pool_source": str(getattr(self.pool, "source", "")), "seed": self.seed}
         stored = journal.get_meta("identity")
         if stored is None:
             journal.set_meta("identity", identity)
@@ -247,6 +264,7 @@ class ActiveLoop:
             return size, None, None
         money = self.ledger.budget_micros - self.ledger.spent_micros
         reserve = sum(int(p.worst_case_micros(prices)) for p in self.probes) if r > 0 else 0
+        reserve += sum(int(g.worst_case_micros(prices)) for g in self.generators if g.due(r))
         # Probes give way to labels: when both no longer fit, the money left buys labels only.
         for_items = money - reserve if money - reserve >= per_item else money
         if per_item > for_items:
@@ -305,7 +323,66 @@ class ActiveLoop:
 
     def _result(self, reason: str, history: History, labels: dict, waiting: bool = False) -> LoopResult:
         curve = [{"round": r.round, "labels": r.labels, "spent": r.spent, "metric": r.metric} for r in history.rounds]
-        return LoopResult(reason, history, dict(labels), self.ledger, self.run_dir, waiting, curve)
+        return LoopResult(reason, history, dict(labels), self.ledger, self.run_dir, waiting, curve, self.pool)
+
+    # ------------------------------------------------------------------ generation
+
+    def _generate(self, journal: Journal, k: int, source, r: int, purse: Purse, labels: dict, attempted: set) -> None:
+        """Run one query source for round ``r``: accepted candidates join the pool batch by batch."""
+        from curate.generate.query import GenerationContext
+
+        key = f"generation:{r}:{k}"
+        if journal.get_meta(key) is not None:
+            return  # done before a restart
+        # A run killed mid-generation kept the batches it had journalled: generate only the rest.
+        done = sum(1 for g in journal.generated() if g["round"] == r and g["meta"].get("query") == k)
+        intended = source.label == "intended"
+
+        def join(candidates) -> None:
+            first = len(self.pool)
+            rows = [source.pool_row(c, self.pool) for c in candidates]
+            journal.record_generated(
+                [{"row": row, "label": c.label, "source": c.source, "meta": {**c.meta, "query": k}}
+                 for row, c in zip(rows, candidates, strict=True)], r, first_id=first, labelled=intended)
+            self._append(rows, source.embedder.encode([c.text for c in candidates]))
+            for j, c in enumerate(candidates):
+                if intended and c.label is not None:
+                    labels[first + j] = c.label
+                    attempted.add(first + j)
+
+        context = GenerationContext(self.pool, self.index, dict(labels), r)
+        result = source.run(context, purse, target=max(0, source.per_round - done),
+                            rng=np.random.default_rng([self.seed, r, 7919 + k]), on_batch=join)
+        rep = result.report
+        journal.set_meta(key, {"accepted": rep.accepted, "generated": rep.generated, "seen": dict(rep.seen),
+                               "rejected": dict(rep.rejected), "stop_reason": result.stop_reason,
+                               "spent_micros": purse.spent_micros})
+        logger.info("round %d: generation added %d rows to the pool (%d written; %s)", r, len(result.accepted),
+                    rep.generated, result.stop_reason)
+
+    def _append(self, rows: list[dict], vectors: np.ndarray) -> None:
+        """Grow the pool, the shared index and the learner's rows together."""
+        first = len(self.pool)
+        self.pool = self.pool.extended(rows)
+        ids = np.arange(first, len(self.pool), dtype=np.int64)
+        if self.index is not None:
+            self.index.add(np.asarray(vectors, dtype=np.float32), ids)
+        self.learner.add_rows(self.pool, np.asarray(vectors))
+
+    def _restore_generated(self, journal: Journal) -> None:
+        """Re-append the generated rows a journal holds beyond this pool (a resumed run)."""
+        rows = [g for g in journal.generated() if g["item_id"] >= len(self.pool)]
+        if not rows:
+            return
+        if not self.generators:
+            raise ConfigError(f"{self.run_dir} holds a run whose pool grew by generation ({len(rows)} rows); resume it "
+                              "with the same generators= so they can be embedded and re-appended.")
+        if rows[0]["item_id"] != len(self.pool):
+            raise ConfigError(f"{self.run_dir}: generated rows start at id {rows[0]['item_id']}, but this pool has "
+                              f"{len(self.pool)} rows; resume with the pool the run started from.")
+        texts = [g["row"].get("text", g["row"].get("prompt")) for g in rows]
+        self._append([g["row"] for g in rows], self.generators[0].embedder.encode(texts))
+        logger.info("re-appended %d generated rows from the journal", len(rows))
 
 
 class Purse:

@@ -95,6 +95,31 @@ class Pool:
         """The rows with these ids, in this order, as a ``datasets.Dataset``."""
         return self.dataset.select(self.positions(ids))
 
+    def extended(self, rows: Sequence[Mapping[str, Any]]) -> Pool:
+        """A new pool: these rows appended, with the next ids (generated examples joining a run).
+
+        Each row gives role values (``text``, ``prompt``...); columns a row does not give are
+        None. The pool itself is not changed.
+        """
+        from datasets import Dataset, concatenate_datasets
+
+        if not rows:
+            return self
+        names = self.dataset.column_names
+        start = len(self)
+        records = []
+        for k, row in enumerate(rows):
+            unknown = sorted(set(row) - set(names))
+            if unknown:
+                raise DataError(f"new pool row {k}: columns {unknown} are not in the pool from {self.source} "
+                                f"(columns: {', '.join(names)}).")
+            for role in _TEXT_ROLES:
+                if role in self.roles and not (isinstance(row.get(role), str) and row[role].strip()):
+                    raise DataError(f"new pool row {k}: the '{role}' role must be a non-empty string, got {row.get(role)!r}.")
+            records.append({name: row.get(name) for name in names} | {"id": start + k})
+        added = Dataset.from_list(records, features=self.dataset.features)
+        return Pool(dataset=concatenate_datasets([self.dataset, added]), source=self.source, roles=self.roles)
+
 
 def load_pool(
     source: str | Path | Any,

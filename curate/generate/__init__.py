@@ -4,7 +4,8 @@
 ``generate_accepted`` keeps generating until enough pass the filters (``LengthFilter``,
 ``FormatFilter``, ``DuplicateFilter``, ``LabelConsistencyFilter``, ``JudgeFilter``) or a cost cap
 stops it; ``coverage_report`` is the CAL-style bias check; ``CascadeAnnotator`` the NoiseAL-style
-cheap-then-strong cascade.
+cheap-then-strong cascade; ``GenerationQuery`` makes generation a query source of
+:class:`~curate.loop.ActiveLoop` (accepted candidates join the pool mid-run).
 """
 
 from curate.generate.bias import ClusterReport, cluster_pool, coverage_report
@@ -20,10 +21,11 @@ from curate.generate.filters import (
     apply_filters,
 )
 from curate.generate.generator import Generator
+from curate.generate.query import GenerationContext, GenerationQuery
 from curate.generate.sampling import GenerationResult, generate_accepted
 
 __all__ = [
     "Candidate", "CascadeAnnotator", "ClusterReport", "DuplicateFilter", "FilterReport", "FormatFilter",
-    "GenerationResult", "Generator", "JudgeFilter", "LabelConsistencyFilter", "LengthFilter", "apply_filters",
+    "GenerationContext", "GenerationQuery", "GenerationResult", "Generator", "JudgeFilter", "LabelConsistencyFilter", "LengthFilter", "apply_filters",
     "clean_generation", "cluster_pool", "coverage_report", "generate_accepted",
 ]

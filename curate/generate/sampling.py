@@ -34,7 +34,8 @@ class GenerationResult:
 
 def generate_accepted(make_batch: Callable[[int, np.random.Generator], list[Candidate]], filters: Sequence[Filter],
                       target: int, *, rng: np.random.Generator, backends: Sequence = (), ledger: Ledger | None = None,
-                      worst_case_micros: int = 0, batch_size: int = 8, max_batches: int = 1000) -> GenerationResult:
+                      worst_case_micros: int = 0, batch_size: int = 8, max_batches: int = 1000,
+                      on_batch: Callable[[list[Candidate]], None] | None = None) -> GenerationResult:
     """Generate in batches of ``batch_size`` until ``target`` candidates are accepted.
 
     Args:
@@ -44,6 +45,8 @@ def generate_accepted(make_batch: Callable[[int, np.random.Generator], list[Cand
         ledger: prices and the cost cap (``ledger.budget``); None = free and uncapped.
         worst_case_micros: an upper bound on what one candidate costs (generation and filtering):
             batches shrink to fit the cap with it.
+        on_batch: called with each batch's accepted candidates as soon as they are known (a loop
+            journals them there, so a crash loses no paid-for candidate).
     """
     if target < 0 or batch_size < 1:
         raise ConfigError(f"target must be >= 0 and batch_size >= 1; got {target} and {batch_size}.")
@@ -66,7 +69,10 @@ def generate_accepted(make_batch: Callable[[int, np.random.Generator], list[Cand
         used_out = sum(b.usage.output_tokens - s[1] for b, s in zip(backends, before, strict=True))
         if used_in or used_out:
             ledger.charge("generation", input_tokens=used_in, output_tokens=used_out)
-        accepted.extend(kept[: target - len(accepted)])
+        kept = kept[: target - len(accepted)]
+        accepted.extend(kept)
+        if on_batch is not None and kept:
+            on_batch(kept)
         logger.info("generation: %d/%d accepted (%s)", len(accepted), target, ledger.describe())
     else:
         reason = f"stopped after {max_batches} batches with {len(accepted)} of {target} accepted"

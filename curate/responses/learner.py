@@ -159,6 +159,13 @@ class ResponseLearner:
         self._answers: dict[str, dict[int, Answer]] = {}
         self._prompts: list[str] | None = None
 
+    def add_rows(self, pool, vectors: np.ndarray) -> None:
+        """The loop's pool grew (generated prompts): answer and score over the new pool."""
+        if "prompt" not in pool.roles:
+            raise ConfigError(f"ResponseLearner needs a pool with a 'prompt' role; the grown one has {pool.roles}.")
+        self.pool = pool
+        self._prompts = None  # answers are cached by id, and old ids keep their rows
+
     # ---------------------------------------------------------------- training
 
     def fit(self, ids: np.ndarray, labels: Sequence[Any]) -> None:
