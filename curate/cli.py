@@ -293,7 +293,13 @@ def _report(result) -> None:
     for c in result.curve:
         metric = "" if c["metric"] is None else f"{c['metric']:.4f}"
         print(f"{c['round']:>5} {c['labels']:>6} {c['spent']:>10.4f} {metric:>7}")
-    print(f"Run folder: {result.run_dir} (journal.sqlite, config.yaml, curve.csv, curve.png)")
+    from curate.run import generation_summary
+
+    summary = generation_summary(result.run_dir)
+    if summary:
+        print(summary)
+    extra = ", generated.jsonl" if summary else ""
+    print(f"Run folder: {result.run_dir} (journal.sqlite, config.yaml, curve.csv, curve.png{extra})")
     if result.waiting:
         print(f"Label the exported batch (curate label ...), then: curate resume {result.run_dir}")
 
@@ -325,15 +331,7 @@ def _generate(args) -> int:
 
     from curate.backends import load_backend
     from curate.embed import load_embedder
-    from curate.generate import (
-        DuplicateFilter,
-        FormatFilter,
-        Generator,
-        JudgeFilter,
-        LabelConsistencyFilter,
-        LengthFilter,
-        generate_accepted,
-    )
+    from curate.generate import Generator, generate_accepted, standard_filters, worst_case_tokens
     from curate.index import EmbeddingIndex
     from curate.ledger import Ledger, Prices
     from curate.models import DEFAULT_LM
@@ -355,17 +353,13 @@ def _generate(args) -> int:
         against = load_pool(args.dedup_against)
         pool_texts = against.texts()
         index = EmbeddingIndex.from_vectors(embedder.encode(pool_texts), kind="auto")
-    filters = [LengthFilter(), FormatFilter(), DuplicateFilter(embedder, threshold=args.dup_threshold,
-                                                               pool_texts=pool_texts, index=index)]
-    if args.label_threshold > 0:
-        filters.append(LabelConsistencyFilter(backend, labels, threshold=args.label_threshold))
-    if args.judge_threshold > 0:
-        filters.append(JudgeFilter(backend, threshold=args.judge_threshold))
+    filters = standard_filters(backend, embedder, labels=labels, pool_texts=pool_texts, index=index,
+                               min_chars=12, max_chars=400, dup_threshold=args.dup_threshold,
+                               label_threshold=args.label_threshold, judge_threshold=args.judge_threshold)
     prices = Prices(llm_input_per_million=args.price_in, llm_output_per_million=args.price_out)
     ledger = Ledger(prices, budget=args.max_cost)
-    # Worst case of one candidate: a generous bound on its prompts (generation and each LLM
-    # filter, up to 512 tokens each) and the tokens it may write.
-    worst = prices.micros(input_tokens=512 * (1 + len(filters)), output_tokens=args.max_new_tokens)
+    tokens_in, tokens_out = worst_case_tokens(filters, args.max_new_tokens)
+    worst = prices.micros(input_tokens=tokens_in, output_tokens=tokens_out)
     gen = Generator(backend, temperature=args.temperature, max_new_tokens=args.max_new_tokens)
     result = generate_accepted(lambda n, rng: gen.for_labels(args.task, labels, n, rng=rng, examples=examples),
                                filters, args.n, rng=np.random.default_rng(args.seed), backends=[backend], ledger=ledger,

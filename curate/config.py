@@ -19,7 +19,7 @@ import yaml
 from curate.errors import ConfigError, did_you_mean
 from curate.models import DEFAULT_EMBEDDER, DEFAULT_LM
 
-__all__ = ["AcquireConfig", "AnnotatorConfig", "IndexConfig", "InitConfig", "LMConfig", "LearnerConfig",
+__all__ = ["AcquireConfig", "AnnotatorConfig", "GenerateConfig", "IndexConfig", "InitConfig", "LMConfig", "LearnerConfig",
            "PoolConfig", "PricesConfig", "RunConfig", "StopConfig", "apply_overrides", "load_config", "load_recipe",
            "to_dict"]
 
@@ -120,6 +120,40 @@ class StopConfig:
 
 
 @dataclass
+class GenerateConfig:
+    """Generation as a query source of the loop (``curate.generate.GenerationQuery``): in due rounds
+    the recipe's LM writes ``per_round`` accepted candidates that join the pool before selection."""
+
+    kind: str = "labelled"           # labelled (label-conditioned, balanced) | coverage (uncovered clusters)
+    task: str = ""                   # what the examples are, e.g. "movie review sentiment"
+    per_round: int = 8
+    every: int = 1
+    first_round: int = 1             # 0: the seed round generates too (cold start)
+    label: str = "annotate"          # annotate (rows go through acquisition + annotation) | intended (keep it)
+    max_candidates: int | None = None  # written per round at most (default 4 x per_round)
+    batch_size: int = 8
+    temperature: float = 0.9
+    max_new_tokens: int = 40
+    min_chars: int = 12
+    max_chars: int = 400
+    dup_threshold: float = 0.92      # cosine at which a candidate duplicates the pool or another
+    label_threshold: float = 0.5     # labelled: the LM must give the intended label this probability (0 = off)
+    judge_threshold: float = 0.0     # Ask-LLM quality threshold (0 = off)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("labelled", "coverage"):
+            raise ConfigError(f"generate.kind must be 'labelled' or 'coverage'. Got '{self.kind}' instead."
+                              f"{did_you_mean(self.kind, ('labelled', 'coverage'))}")
+        if self.label not in ("annotate", "intended"):
+            raise ConfigError(f"generate.label must be 'annotate' or 'intended'. Got '{self.label}' instead.")
+        if self.kind == "coverage" and self.label == "intended":
+            raise ConfigError("generate.kind 'coverage' writes unlabelled candidates: use generate.label 'annotate'.")
+        for name in ("per_round", "every", "batch_size", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"generate.{name} must be at least 1. Got {getattr(self, name)} instead.")
+
+
+@dataclass
 class RunConfig:
     pool: PoolConfig = field(default_factory=PoolConfig)
     eval: PoolConfig | None = None
@@ -133,6 +167,7 @@ class RunConfig:
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     prices: PricesConfig = field(default_factory=PricesConfig)
     stop: StopConfig = field(default_factory=StopConfig)
+    generate: GenerateConfig | None = None  # generation as a query source (off when absent)
     seed: int = 0
 
 

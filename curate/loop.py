@@ -354,7 +354,9 @@ class ActiveLoop:
         result = source.run(context, purse, target=max(0, source.per_round - done),
                             rng=np.random.default_rng([self.seed, r, 7919 + k]), on_batch=join)
         rep = result.report
-        journal.set_meta(key, {"accepted": rep.accepted, "generated": rep.generated, "seen": dict(rep.seen),
+        # "passed" may exceed "accepted": a batch's survivors past the target are not used.
+        journal.set_meta(key, {"accepted": len(result.accepted), "passed": rep.accepted, "generated": rep.generated,
+                               "seen": dict(rep.seen),
                                "rejected": dict(rep.rejected), "stop_reason": result.stop_reason,
                                "spent_micros": purse.spent_micros})
         logger.info("round %d: generation added %d rows to the pool (%d written; %s)", r, len(result.accepted),

@@ -56,12 +56,16 @@ def _prices(config: RunConfig):
     return Prices(p.human_per_label, p.llm_input_per_million, p.llm_output_per_million, p.currency)
 
 
-def estimate_cost(config: RunConfig, pool_size: int, annotator) -> CostEstimate:
-    """The worst case a recipe can spend, computed before spending anything."""
+def estimate_cost(config: RunConfig, pool_size: int, annotator, generators=()) -> CostEstimate:
+    """The worst case a recipe can spend, computed before spending anything (labels, and what
+    generation may spend in the rounds it is due)."""
     prices = _prices(config)
     per_item = annotator.worst_case_micros(prices) / 1e6
     labels = _planned_labels(config, pool_size)
     total = labels * per_item
+    stop = config.stop
+    rounds = stop.rounds if stop.rounds is not None else 1 + max(0, labels - config.init.size) // config.acquire.batch_size
+    total += sum(g.worst_case_micros(prices) for g in generators for r in range(rounds) if g.due(r)) / 1e6
     if config.stop.money is not None:
         total = min(total, config.stop.money)
     return CostEstimate(labels, per_item, total, prices.currency, config.stop.money)
@@ -172,11 +176,33 @@ def build_loop(config: RunConfig, run_dir: str | Path):
         rng = np.random.default_rng([config.seed, 10**6])
         stop_set = np.sort(rng.choice(len(pool), size=min(config.stop.stop_set_size, len(pool)), replace=False))
     ledger = Ledger(_prices(config), budget=config.stop.money)
+    generators = [] if config.generate is None else [build_generation(config, pool, index, embedder, backend_factory())]
     loop = ActiveLoop(pool, strategy=strategy, annotator=annotator, learner=learner, run_dir=run_dir, index=index,
                       init=init, init_size=config.init.size, batch_size=config.acquire.batch_size,
                       stopping=stopping_rule(config), ledger=ledger, label_budget=config.stop.labels, evaluate=evaluate,
-                      stop_set=stop_set, seed=config.seed)
+                      stop_set=stop_set, seed=config.seed, generators=generators)
     return loop, annotator
+
+
+def build_generation(config: RunConfig, pool, index, embedder, backend):
+    """The recipe's ``generate`` block as a :class:`~curate.generate.GenerationQuery` on the run's
+    LM, deduplicating against the pool through the shared index."""
+    from curate.generate import GenerationQuery, Generator, standard_filters, worst_case_tokens
+
+    g = config.generate
+    filters = standard_filters(backend, embedder, labels=config.labels if g.kind == "labelled" else None,
+                               pool_texts=pool.texts(), index=index, min_chars=g.min_chars, max_chars=g.max_chars,
+                               dup_threshold=g.dup_threshold, label_threshold=g.label_threshold,
+                               judge_threshold=g.judge_threshold)
+    generator = Generator(backend, temperature=g.temperature, max_new_tokens=g.max_new_tokens)
+    common = dict(filters=filters, embedder=embedder, per_round=g.per_round, every=g.every, first_round=g.first_round,
+                  label=g.label, max_candidates=g.max_candidates, batch_size=g.batch_size,
+                  worst_case_tokens=worst_case_tokens(filters, g.max_new_tokens))
+    if g.kind == "coverage":
+        return GenerationQuery.coverage(generator, task=g.task, **common)
+    if not g.task:
+        raise ConfigError("generate.task is empty: say what the examples are (e.g. 'movie review sentiment').")
+    return GenerationQuery.labelled(generator, task=g.task, labels=config.labels, **common)
 
 
 def _write_metadata(config: RunConfig, run_dir: Path) -> None:
@@ -193,7 +219,7 @@ def start_run(config: RunConfig, run_dir: str | Path, *, dry_run: bool = False):
         raise ConfigError(f"{run_dir} already holds a run; continue it with `curate resume {run_dir}`, "
                           "or choose a new --out folder.")
     loop, annotator = build_loop(config, run_dir)
-    estimate = estimate_cost(config, len(loop.pool), annotator)
+    estimate = estimate_cost(config, len(loop.pool), annotator, loop.generators)
     if dry_run:
         return None, estimate
     _write_metadata(config, run_dir)
@@ -213,7 +239,47 @@ def resume_run(run_dir: str | Path):
 def _finish(loop):
     result = loop.run()
     write_curve(result.curve, loop.run_dir, currency=loop.ledger.prices.currency)
+    if loop.generators:
+        write_generated(loop.run_dir)
     return result
+
+
+def write_generated(run_dir: Path) -> Path:
+    """``generated.jsonl``: every row generation added to the pool, with the label it was written
+    for, the label it got (if bought or kept) and the round; the journal is the source of truth."""
+    from curate.journal import Journal
+
+    journal = Journal(Path(run_dir) / "journal.sqlite")
+    try:
+        labels = {r["item_id"]: r for r in journal.label_rows()}
+        rows = [{"id": g["item_id"], **g["row"], "intended_label": g["label"],
+                 "label": labels.get(g["item_id"], {}).get("label"), "label_source": labels.get(g["item_id"], {}).get("source"),
+                 "round": g["round"], "source": g["source"]} for g in journal.generated()]
+    finally:
+        journal.close()
+    path = Path(run_dir) / "generated.jsonl"
+    path.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows))
+    return path
+
+
+def generation_summary(run_dir: Path) -> str | None:
+    """One line per generating round (accepted / written, what each filter rejected), or None."""
+    from curate.journal import Journal
+
+    journal = Journal(Path(run_dir) / "journal.sqlite")
+    try:
+        keys = [k for (k,) in journal.db.execute("SELECT key FROM meta WHERE key LIKE 'generation:%' ORDER BY key")]
+        done = [(k, journal.get_meta(k)) for k in keys]
+    finally:
+        journal.close()
+    if not done:
+        return None
+    lines = []
+    for key, m in sorted(done, key=lambda kv: [int(x) for x in kv[0].split(":")[1:]]):
+        rejected = ", ".join(f"{f} {n}/{m['seen'].get(f, 0)}" for f, n in m["rejected"].items()) or "none"
+        lines.append(f"  round {key.split(':')[1]}: {m['accepted']} accepted of {m['generated']} written "
+                     f"(rejected: {rejected}); {m['stop_reason']}")
+    return "Generation:\n" + "\n".join(lines)
 
 
 def write_curve(curve: list[dict], run_dir: Path, *, currency: str = "USD") -> None:

@@ -184,3 +184,34 @@ def test_pool_extended_checks_rows():
         pool.extended([{"text": "x", "colour": "red"}])
     with pytest.raises(DataError, match="'text' role must be a non-empty string"):
         pool.extended([{"text": "  "}])
+
+
+def test_recipe_generate_block_runs_and_writes_generated_rows(tmp_path, tiny_lm_dir):
+    import json
+    from importlib import resources
+
+    from curate.config import load_config
+    from curate.run import estimate_cost, generation_summary, start_run
+
+    recipe = resources.files("recipes") / "reviews-generate.yaml"
+    overrides = [f"lm.model={tiny_lm_dir}", "lm.device=cpu", "generate.label_threshold=0", "generate.min_chars=1",
+                 "generate.max_new_tokens=8", "stop.rounds=3", "init.size=4", "acquire.batch_size=4"]
+    config = load_config(str(recipe), overrides)
+    assert config.generate.per_round == 4 and config.generate.label == "intended"
+    result, estimate = start_run(config, tmp_path / "run")
+    plain = load_config(str(recipe), [*overrides, "generate=null"])
+    from curate.annotate.base import GoldAnnotator
+
+    # The estimate counts what generation may spend in its due rounds (1 and 2) on top of the labels.
+    base = len(load_pool("sample:reviews"))
+    assert estimate.total_worst_case > estimate_cost(plain, base, GoldAnnotator()).total_worst_case
+    rows = [json.loads(line) for line in (tmp_path / "run" / "generated.jsonl").read_text().splitlines()]
+    journal = Journal(tmp_path / "run" / "journal.sqlite")
+    accepted = sum(journal.get_meta(f"generation:{r}:0")["accepted"] for r in (1, 2))
+    journal.close()
+    assert len(rows) == accepted and len(result.pool) == base + accepted
+    assert all(r["label"] == r["intended_label"] and r["label_source"] == "generated" for r in rows)
+    assert "round 1:" in generation_summary(tmp_path / "run")
+    assert result.ledger.totals().get("spent_generation", 0) > 0
+    with pytest.raises(ConfigError, match="generate.label"):
+        load_config(str(recipe), ["generate.label=gold"])

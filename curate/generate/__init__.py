@@ -19,6 +19,8 @@ from curate.generate.filters import (
     LabelConsistencyFilter,
     LengthFilter,
     apply_filters,
+    standard_filters,
+    worst_case_tokens,
 )
 from curate.generate.generator import Generator
 from curate.generate.query import GenerationContext, GenerationQuery
@@ -27,5 +29,5 @@ from curate.generate.sampling import GenerationResult, generate_accepted
 __all__ = [
     "Candidate", "CascadeAnnotator", "ClusterReport", "DuplicateFilter", "FilterReport", "FormatFilter",
     "GenerationContext", "GenerationQuery", "GenerationResult", "Generator", "JudgeFilter", "LabelConsistencyFilter", "LengthFilter", "apply_filters",
-    "clean_generation", "cluster_pool", "coverage_report", "generate_accepted",
+    "clean_generation", "cluster_pool", "coverage_report", "generate_accepted", "standard_filters", "worst_case_tokens",
 ]

@@ -19,7 +19,7 @@ from curate.errors import ConfigError
 from curate.generate.candidates import Candidate
 
 __all__ = ["DuplicateFilter", "Filter", "FilterReport", "FormatFilter", "JudgeFilter", "LabelConsistencyFilter",
-           "LengthFilter", "apply_filters"]
+           "LengthFilter", "apply_filters", "standard_filters", "worst_case_tokens"]
 
 
 class Filter(Protocol):
@@ -198,3 +198,24 @@ class JudgeFilter:
             prompts.append(self.backend.chat_prompt([{"role": "user", "content": content}]) if self.chat else content)
         p_yes = np.exp(self.backend.option_logprobs(prompts, ["yes", "no"]))[:, 0]
         return [None if p >= self.threshold else f"judge p(yes)={p:.2f} < {self.threshold}" for p in p_yes]
+
+
+def standard_filters(backend, embedder, *, labels: Sequence[Any] | None = None, pool_texts: Sequence[str] = (),
+                     index=None, min_chars: int = 12, max_chars: int = 400, dup_threshold: float = 0.92,
+                     label_threshold: float = 0.5, judge_threshold: float = 0.0) -> list:
+    """The usual chain, cheap checks first: length, format, duplicates (against ``pool_texts`` /
+    ``index`` and each other), label consistency (when ``labels`` and a threshold > 0), judge (> 0)."""
+    filters: list = [LengthFilter(min_chars, max_chars), FormatFilter(),
+                     DuplicateFilter(embedder, threshold=dup_threshold, pool_texts=pool_texts, index=index)]
+    if labels and label_threshold > 0:
+        filters.append(LabelConsistencyFilter(backend, labels, threshold=label_threshold))
+    if judge_threshold > 0:
+        filters.append(JudgeFilter(backend, threshold=judge_threshold))
+    return filters
+
+
+def worst_case_tokens(filters: Sequence[Filter], max_new_tokens: int, prompt_tokens: int = 512) -> tuple[int, int]:
+    """A generous bound on one candidate's tokens: its generation prompt and each LLM filter's
+    prompt at ``prompt_tokens`` each, and the ``max_new_tokens`` it may write."""
+    llm_filters = sum(isinstance(f, (LabelConsistencyFilter, JudgeFilter)) for f in filters)
+    return prompt_tokens * (1 + llm_filters), max_new_tokens

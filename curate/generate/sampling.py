@@ -74,6 +74,8 @@ def generate_accepted(make_batch: Callable[[int, np.random.Generator], list[Cand
         if on_batch is not None and kept:
             on_batch(kept)
         logger.info("generation: %d/%d accepted (%s)", len(accepted), target, ledger.describe())
+        if len(accepted) >= target:
+            break
     else:
         reason = f"stopped after {max_batches} batches with {len(accepted)} of {target} accepted"
     return GenerationResult(accepted, report, ledger, reason)
