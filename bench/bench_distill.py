@@ -16,7 +16,10 @@ training questions; held-out numbers come from the first test questions.
   first ``--probe-tokens`` tokens of the teacher's solution, paid from the same budget: prompt in,
   k tokens out) and the batch is the candidates whose opening the student finds least likely (mean
   NLL per token). Probes are bought once and kept; the probe arm pays for them with fewer solutions.
-  Round 0 is the same random ``--init`` prompts in both arms (same seed).
+  Round 0 is the same random ``--init`` prompts in both arms (same seed). ``entropy`` — the
+  student answers ``--sample`` random candidates itself (greedy, ``--answer-tokens`` tokens) and the
+  batch is those with the highest mean token entropy: free (no teacher money), so it buys as many
+  solutions as random. Any distill strategy name works as an arm (``semantic``, ``kcenter``...).
 * Measures after each budget: the student's held-out loss (mean NLL per token, nats) on the
   reference solutions of the first ``--loss-n`` test questions, and exact match of the final answer
   (``#### N``, else the last number) on the first ``--em-n`` test questions, greedy, at most
@@ -70,6 +73,10 @@ def parse_args(argv=None):
     p.add_argument("--max-minutes", type=float, default=58.0,
                    help="start no further seed when the last one's time would cross this (seeds are cut, not arms)")
     p.add_argument("--em-every", action="store_true", help="exact match at every budget, not only the largest")
+    p.add_argument("--em-seeds", default=None,
+                   help="seeds whose largest budget gets exact match (default: every seed); others: loss only")
+    p.add_argument("--answer-tokens", type=int, default=48,
+                   help="entropy/perplexity/semantic arms: tokens of the student's own answer that are scored")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work", default="/tmp/curate-bench-distill", help="run folders (models are large)")
     p.add_argument("--tag", default=None, help="output name suffix (default: '' or '_quick')")
@@ -93,7 +100,7 @@ def config_for(args, arm: str, seed: int, budget: float):
                     "lora": {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": "all-linear"},
                     "train": {"learning_rate": 3e-4, "per_device_train_batch_size": 4, "num_train_epochs": 1,
                               "seed": seed},
-                    "max_length": args.max_length},
+                    "max_length": args.max_length, "max_new_tokens": args.answer_tokens},
         "acquire": {"init": "random", "init_size": args.init, "strategy": arm, "batch_size": args.batch,
                     "sample": args.sample, "probe_tokens": args.probe_tokens,
                     "probe_max_input_tokens": args.probe_max_input},
@@ -127,6 +134,7 @@ def main(argv=None) -> int:
         print(f"GSM8K not found at {DATA}", file=sys.stderr)
         return 1
     seeds = [int(s) for s in args.seeds.split(",")]
+    em_seeds = set(seeds if args.em_seeds is None else [int(s) for s in args.em_seeds.split(",")])
     arms = args.arms.split(",")
     counts = [int(b) for b in args.budgets.split(",")]
     test = read_gsm8k(DATA / "test.jsonl", limit=max(args.loss_n, args.em_n))
@@ -179,7 +187,7 @@ def main(argv=None) -> int:
                 res = run.loop.run()
                 train_s = time.perf_counter() - t
                 t = time.perf_counter()
-                em = args.em_every or n == counts[-1]
+                em = (args.em_every or n == counts[-1]) and seed in em_seeds
                 ev = evaluate_student(run.learner, test, loss_size=args.loss_n, accuracy_size=args.em_n if em else 0,
                                       max_new_tokens=args.em_tokens)
                 eval_s = time.perf_counter() - t

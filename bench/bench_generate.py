@@ -58,7 +58,8 @@ def accuracy(embedder, train: list[tuple[str, str]], test_x: np.ndarray, test_y:
     return float((model.predict(test_x) == test_y).mean())
 
 
-def run_task(name, task, train, test, n, batch_size, max_new_tokens, label_threshold, backend, embedder, seed):
+def run_task(name, task, train, test, n, batch_size, max_new_tokens, label_threshold, backend, embedder, seed,
+             calibrate=True, max_batches=100):
     from curate.generate import (
         DuplicateFilter,
         FormatFilter,
@@ -77,13 +78,25 @@ def run_task(name, task, train, test, n, batch_size, max_new_tokens, label_thres
     pool_texts = [t for t, _ in train]
     index = EmbeddingIndex.from_vectors(embedder.encode(pool_texts), kind="auto")
     dup = DuplicateFilter(embedder, threshold=0.92, pool_texts=pool_texts, index=index)
-    filters = [LengthFilter(min_chars=12, max_chars=300), FormatFilter(), dup,
-               LabelConsistencyFilter(backend, labels, threshold=label_threshold)]
+    consistency = LabelConsistencyFilter(backend, labels, threshold=label_threshold, calibrate=calibrate)
+    filters = [LengthFilter(min_chars=12, max_chars=300), FormatFilter(), dup, consistency]
     gen = Generator(backend, temperature=0.9, max_new_tokens=max_new_tokens)
     before = (backend.usage.input_tokens, backend.usage.output_tokens)
-    result = generate_accepted(lambda k, r: gen.for_labels(task, labels, k, rng=r, examples=shots), filters, n,
-                               rng=np.random.default_rng(seed), backends=[backend], batch_size=batch_size,
-                               max_batches=max(60, 6 * n // batch_size))
+    # Per-label targets: ask only for labels still short of n / |labels| accepted, so a class the
+    # generator or the filter favours does not crowd the others out.
+    quota = -(-n // len(labels))
+    counts = {lab: 0 for lab in labels}
+
+    def count(kept):
+        for c in kept:
+            counts[c.label] += 1
+
+    def write(k, r):
+        short = [lab for lab in labels if counts[lab] < quota] or labels
+        return gen.for_labels(task, short, k, rng=r, examples=shots)
+
+    result = generate_accepted(write, filters, n, rng=np.random.default_rng(seed), backends=[backend],
+                               batch_size=batch_size, max_batches=max_batches, on_batch=count)
     gen_seconds = time.perf_counter() - clock
     tokens = (backend.usage.input_tokens - before[0], backend.usage.output_tokens - before[1])
     accepted = [(c.text, c.label) for c in result.accepted]
@@ -96,6 +109,7 @@ def run_task(name, task, train, test, n, batch_size, max_new_tokens, label_thres
     out = {
         "task": name, "labels": labels, "accepted": len(accepted), "generated": rep.generated,
         "stop_reason": result.stop_reason, "generation_seconds": gen_seconds, "tokens_in_out": tokens,
+        "label_prior": dict(zip(labels, consistency.prior().round(4).tolist(), strict=True)) if calibrate else None,
         "acceptance_by_filter": {f: 1 - rep.rejected[f] / max(rep.seen[f], 1) for f in rep.seen},
         "rejected_by_filter": dict(rep.rejected), "reasons": {f: dict(c) for f, c in rep.reasons.items()},
         "duplicate_rate_vs_pool": (rep.reasons.get("duplicate", {}).get("near duplicate of the pool", 0)
@@ -108,6 +122,8 @@ def run_task(name, task, train, test, n, batch_size, max_new_tokens, label_thres
     print(f"\n=== {name}: {len(accepted)} accepted of {rep.generated} generated in {gen_seconds:.0f}s "
           f"({tokens[0]} in / {tokens[1]} out tokens) ===")
     print(rep.describe())
+    if calibrate:
+        print(f"LM label prior on content-free inputs (divided out): {out['label_prior']}")
     print(f"duplicate rate against the real pool: {out['duplicate_rate_vs_pool']:.1%} of candidates reaching that filter")
     print(f"accepted per label: {out['label_counts']}")
     print(f"accuracy on the real test set ({len(test)}): generated-only {acc_gen:.3f} vs {len(accepted)} random real "
@@ -123,6 +139,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=36)
+    parser.add_argument("--tasks", default="sst2,trec")
+    parser.add_argument("--no-calibrate", action="store_true", help="label consistency on raw LM probabilities")
+    parser.add_argument("--max-batches", type=int, default=150, help="per task: the most batches written")
+    parser.add_argument("--tag", default="")
     args = parser.parse_args()
     import torch
 
@@ -135,17 +155,22 @@ def main() -> None:
     start = time.perf_counter()
     backend = load_backend("hf", device="cpu", max_batch_size=args.batch_size)
     embedder = load_embedder()
-    results = [
-        run_task("sst2", "movie review sentiment (positive or negative)", load_sst2("train"), load_sst2("test"), n,
-                 args.batch_size, args.max_new_tokens, 0.5, backend, embedder, seed=0),
-        run_task("trec", "question type classification (what kind of answer the question asks for)", load_trec("train"),
-                 load_trec("test"), n, args.batch_size, args.max_new_tokens, 0.3, backend, embedder, seed=0),
-    ]
+    tasks = {
+        "sst2": lambda: run_task("sst2", "movie review sentiment (positive or negative)", load_sst2("train"),
+                                 load_sst2("test"), n, args.batch_size, args.max_new_tokens, 0.5, backend, embedder,
+                                 seed=0, calibrate=not args.no_calibrate, max_batches=args.max_batches),
+        "trec": lambda: run_task("trec", "question type classification (what kind of answer the question asks for)",
+                                 load_trec("train"), load_trec("test"), n, args.batch_size, args.max_new_tokens, 0.3,
+                                 backend, embedder, seed=0, calibrate=not args.no_calibrate,
+                                 max_batches=args.max_batches),
+    }
+    results = [tasks[name]() for name in args.tasks.split(",")]
     total = time.perf_counter() - start
     print(f"\ntotal wall time {total:.0f}s; load average at end {os.getloadavg()}")
     OUT.mkdir(exist_ok=True)
-    path = OUT / ("generate_quick.json" if args.quick else "generate.json")
-    path.write_text(json.dumps({"results": results, "wall_seconds": total, "n": n}, indent=2))
+    path = OUT / (f"generate{'_quick' if args.quick else ''}{args.tag}.json")
+    path.write_text(json.dumps({"results": results, "wall_seconds": total, "n": n,
+                                "args": {k: v for k, v in vars(args).items()}}, indent=2))
     print(f"wrote {path}")
 
 

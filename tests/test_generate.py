@@ -108,6 +108,19 @@ def test_planted_label_flip_is_rejected():
         f.check([Candidate("x", "neutral")])
 
 
+def test_label_consistency_is_calibrated_against_the_lms_label_bias():
+    # An LM that says 'positive' 90 % of the time to a content-free input: raw probabilities keep a
+    # mildly positive text as 'positive' and reject a mildly negative one; calibrated, the reverse.
+    backend = Scripted(p_label={"N/A": 0.9, "Text: \n": 0.9, "[MASK]": 0.9, "fine": 0.6, "meh": 0.7})
+    raw = LabelConsistencyFilter(backend, ["positive", "negative"], threshold=0.5, chat=False, calibrate=False)
+    fair = LabelConsistencyFilter(backend, ["positive", "negative"], threshold=0.5, chat=False)
+    cands = [Candidate("a fine day", "positive"), Candidate("a meh day", "negative")]
+    assert raw.check(cands)[0] is None and raw.check(cands)[1] is not None
+    assert fair.prior() == pytest.approx([0.9, 0.1])
+    verdicts = fair.check(cands)
+    assert verdicts[0].startswith("LM gives its label p=0.14") and verdicts[1] is None  # 0.3/0.1 vs 0.7/0.9
+
+
 def test_length_format_and_judge():
     cands = [Candidate("short"), Candidate("Sure, here is an example of a review"), Candidate("Label: positive review text"),
              Candidate("A fine, ordinary sentence."), Candidate("A spammy sentence with nothing in it.")]

@@ -215,3 +215,38 @@ def test_recipe_generate_block_runs_and_writes_generated_rows(tmp_path, tiny_lm_
     assert result.ledger.totals().get("spent_generation", 0) > 0
     with pytest.raises(ConfigError, match="generate.label"):
         load_config(str(recipe), ["generate.label=gold"])
+
+
+def test_self_instruct_prompts_join_an_sft_loop(tmp_path, tiny_lm_dir):
+    """Generated instructions enter a prompt pool, are bought like pool prompts, and the SFT learner
+    trains on them; the export carries them."""
+    from curate.responses import ResponseLearner, response_dataset
+
+    pool = load_pool([{"prompt": p} for p in ("name a fruit", "count to three", "say hello politely",
+                                             "spell the word cat", "give a colour", "name a planet")])
+
+    class Answers:
+        name = "teacher"
+
+        def annotate(self, pool, ids, *, labeled=None):
+            for i, prompt in zip(np.asarray(ids).tolist(), pool.texts(ids), strict=True):
+                yield Annotation(i, f"an answer to: {prompt}", "llm", 1.0, input_tokens=5, output_tokens=5)
+
+        def worst_case_micros(self, prices):
+            return prices.micros(input_tokens=5, output_tokens=5)
+
+    words = Words()
+    index = EmbeddingIndex.from_vectors(words.encode(pool.texts()), kind="flat")
+    backend = Scripted(texts=[f"write a short poem about topic {i}" for i in range(10)])
+    query = GenerationQuery.instructions(Generator(backend, chat=False), filters=[LengthFilter(min_chars=5)],
+                                         embedder=words, per_round=2, worst_case_tokens=(10, 5), batch_size=2)
+    learner = ResponseLearner(pool, tiny_lm_dir, run_dir=tmp_path / "run", chat=False, max_length=32,
+                              train={"max_steps": 1, "per_device_train_batch_size": 2, "learning_rate": 1e-3})
+    loop = ActiveLoop(pool, strategy=Newest(), annotator=Answers(), learner=learner, run_dir=tmp_path / "run",
+                      index=index, init_size=2, batch_size=2, stopping=MaxRounds(2), generators=[query])
+    result = loop.run()
+    assert len(result.pool) == 8 and learner.pool is result.pool
+    assert sorted(result.labels)[-2:] == [6, 7] and set(learner.trained_ids_) >= {6, 7}
+    assert learner.prompts([6]) == ["write a short poem about topic 0"]
+    data = response_dataset(result.pool, tmp_path / "run", format="prompt_completion")
+    assert "an answer to: write a short poem about topic 1" in data["completion"]

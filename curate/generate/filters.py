@@ -143,29 +143,53 @@ class DuplicateFilter:
         return out
 
 
+# Content-free inputs for contextual calibration (Zhao et al., 2021, "Calibrate before use").
+CONTENT_FREE = ("N/A", "", "[MASK]")
+
+
 class LabelConsistencyFilter:
     """The LM, asked to label the generated text, must give its intended label probability at
-    least ``threshold`` (a generated 'positive' review the LM reads as negative is rejected)."""
+    least ``threshold`` (a generated 'positive' review the LM reads as negative is rejected).
+
+    ``calibrate`` (default on) divides the label probabilities by those the LM gives content-free
+    inputs ("N/A", "", "[MASK]") and renormalises: small LMs prefer some label words whatever the
+    text (SmolLM2-135M gives 'abbreviation' to most TREC questions), and uncalibrated the filter
+    then keeps almost only that class.
+    """
 
     name = "label_consistency"
 
     def __init__(self, backend, labels: Sequence[Any], *, threshold: float = 0.5,
                  question: str = "Text: {text}\nWhich label fits this text best: {labels}? Answer with the label only.",
-                 verbalizers: dict | None = None, chat: bool = True) -> None:
+                 verbalizers: dict | None = None, chat: bool = True, calibrate: bool = True) -> None:
         self.backend = backend
         self.labels = list(labels)
         self.threshold = threshold
         self.question = question
         self.verbalizers = verbalizers or {}
         self.chat = chat
+        self.calibrate = calibrate
+        self._prior: np.ndarray | None = None
+
+    def _prompt(self, text: str, words: list[str]) -> str:
+        content = self.question.format(text=text, labels=", ".join(words))
+        return self.backend.chat_prompt([{"role": "user", "content": content}]) if self.chat else content
+
+    def prior(self) -> np.ndarray:
+        """The LM's label probabilities with no content (mean over the content-free inputs)."""
+        if self._prior is None:
+            words = [str(self.verbalizers.get(lab, lab)) for lab in self.labels]
+            probs = np.exp(self.backend.option_logprobs([self._prompt(t, words) for t in CONTENT_FREE], words))
+            prior = probs.mean(0)
+            self._prior = prior / prior.sum()
+        return self._prior
 
     def check(self, candidates):
         words = [str(self.verbalizers.get(lab, lab)) for lab in self.labels]
-        prompts = []
-        for c in candidates:
-            content = self.question.format(text=c.text, labels=", ".join(words))
-            prompts.append(self.backend.chat_prompt([{"role": "user", "content": content}]) if self.chat else content)
-        probs = np.exp(self.backend.option_logprobs(prompts, words))
+        probs = np.exp(self.backend.option_logprobs([self._prompt(c.text, words) for c in candidates], words))
+        if self.calibrate:
+            probs = probs / np.maximum(self.prior(), 1e-12)
+            probs = probs / probs.sum(1, keepdims=True)
         out = []
         for c, p in zip(candidates, probs, strict=True):
             if c.label is None:
