@@ -119,6 +119,12 @@ def test_label_consistency_is_calibrated_against_the_lms_label_bias():
     assert fair.prior() == pytest.approx([0.9, 0.1])
     verdicts = fair.check(cands)
     assert verdicts[0].startswith("LM gives its label p=0.14") and verdicts[1] is None  # 0.3/0.1 vs 0.7/0.9
+    # Batch calibration: the prior is the mean prediction over real texts of the task.
+    batch = LabelConsistencyFilter(backend, ["positive", "negative"], chat=False,
+                                   reference_texts=["ref fine one", "ref meh two"])
+    assert batch.prior() == pytest.approx([0.65, 0.35])
+    # 'fine': 0.6/0.65 vs 0.4/0.35 -> p(positive) 0.45; 'meh': 0.3/0.35 vs 0.7/0.65 -> p(negative) 0.44.
+    assert [v[:25] for v in batch.check(cands)] == ["LM gives its label p=0.45", "LM gives its label p=0.44"]
 
 
 def test_length_format_and_judge():

@@ -151,17 +151,21 @@ class LabelConsistencyFilter:
     """The LM, asked to label the generated text, must give its intended label probability at
     least ``threshold`` (a generated 'positive' review the LM reads as negative is rejected).
 
-    ``calibrate`` (default on) divides the label probabilities by those the LM gives content-free
-    inputs ("N/A", "", "[MASK]") and renormalises: small LMs prefer some label words whatever the
-    text (SmolLM2-135M gives 'abbreviation' to most TREC questions), and uncalibrated the filter
-    then keeps almost only that class.
+    ``calibrate`` (default on) divides the label probabilities by the LM's label prior and
+    renormalises: small LMs prefer some label words whatever the text (SmolLM2-135M gives
+    'abbreviation' to most TREC questions), and uncalibrated the filter then keeps almost only that
+    class. The prior is the mean prediction over ``reference_texts`` when given (batch calibration,
+    Zhou et al. 2023: real unlabelled texts of the task, e.g. a sample of the pool), else over
+    content-free inputs ("N/A", "", "[MASK]"; Zhao et al. 2021). Prefer reference texts: on SST-2
+    the content-free prior (0.78 'negative') over-corrects and rejects plainly negative reviews.
     """
 
     name = "label_consistency"
 
     def __init__(self, backend, labels: Sequence[Any], *, threshold: float = 0.5,
                  question: str = "Text: {text}\nWhich label fits this text best: {labels}? Answer with the label only.",
-                 verbalizers: dict | None = None, chat: bool = True, calibrate: bool = True) -> None:
+                 verbalizers: dict | None = None, chat: bool = True, calibrate: bool = True,
+                 reference_texts: Sequence[str] | None = None) -> None:
         self.backend = backend
         self.labels = list(labels)
         self.threshold = threshold
@@ -169,6 +173,7 @@ class LabelConsistencyFilter:
         self.verbalizers = verbalizers or {}
         self.chat = chat
         self.calibrate = calibrate
+        self.reference_texts = list(reference_texts) if reference_texts else list(CONTENT_FREE)
         self._prior: np.ndarray | None = None
 
     def _prompt(self, text: str, words: list[str]) -> str:
@@ -176,10 +181,10 @@ class LabelConsistencyFilter:
         return self.backend.chat_prompt([{"role": "user", "content": content}]) if self.chat else content
 
     def prior(self) -> np.ndarray:
-        """The LM's label probabilities with no content (mean over the content-free inputs)."""
+        """The LM's label prior: its mean label probabilities over the reference (or content-free) texts."""
         if self._prior is None:
             words = [str(self.verbalizers.get(lab, lab)) for lab in self.labels]
-            probs = np.exp(self.backend.option_logprobs([self._prompt(t, words) for t in CONTENT_FREE], words))
+            probs = np.exp(self.backend.option_logprobs([self._prompt(t, words) for t in self.reference_texts], words))
             prior = probs.mean(0)
             self._prior = prior / prior.sum()
         return self._prior
@@ -232,7 +237,10 @@ def standard_filters(backend, embedder, *, labels: Sequence[Any] | None = None, 
     filters: list = [LengthFilter(min_chars, max_chars), FormatFilter(),
                      DuplicateFilter(embedder, threshold=dup_threshold, pool_texts=pool_texts, index=index)]
     if labels and label_threshold > 0:
-        filters.append(LabelConsistencyFilter(backend, labels, threshold=label_threshold))
+        # Batch calibration on a fixed sample of the pool's own texts when there is a pool.
+        rng = np.random.default_rng(0)
+        reference = [pool_texts[i] for i in rng.permutation(len(pool_texts))[:32]] if len(pool_texts) else None
+        filters.append(LabelConsistencyFilter(backend, labels, threshold=label_threshold, reference_texts=reference))
     if judge_threshold > 0:
         filters.append(JudgeFilter(backend, threshold=judge_threshold))
     return filters
