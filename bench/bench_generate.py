@@ -153,6 +153,36 @@ def run_task(name, task, train, test, n, batch_size, max_new_tokens, label_thres
     return out
 
 
+def plot(results: list[dict], path: Path) -> None:
+    """Acceptance per filter (left) and test accuracy, generated-only vs as many random real (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    filters = list(results[0]["acceptance_by_filter"])
+    width = 0.8 / len(results)
+    for k, r in enumerate(results):
+        xs = [i + k * width for i in range(len(filters))]
+        axes[0].bar(xs, [r["acceptance_by_filter"].get(f, np.nan) for f in filters], width, label=r["task"])
+    axes[0].set_xticks([i + width * (len(results) - 1) / 2 for i in range(len(filters))], filters, rotation=15)
+    axes[0].set(ylabel="acceptance (of what reached the filter)", ylim=(0, 1), title="rejection sampling")
+    axes[0].legend()
+    names = [f"{r['task']}\n({r['accepted']} examples)" for r in results]
+    xs = np.arange(len(results))
+    axes[1].bar(xs - 0.2, [r["accuracy_generated_only"] for r in results], 0.4, label="generated only")
+    axes[1].bar(xs + 0.2, [r["accuracy_random_real_mean"] for r in results], 0.4,
+                yerr=[r["accuracy_random_real_sd"] for r in results], capsize=3, label="random real (3 draws)")
+    axes[1].set_xticks(xs, names)
+    axes[1].set(ylabel="test accuracy (MiniLM + LR)", ylim=(0, 1), title="classifier trained on")
+    axes[1].legend()
+    fig.suptitle("Generation with SmolLM2-135M-Instruct: acceptance and usefulness of what it writes")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=200)
@@ -163,7 +193,13 @@ def main() -> None:
     parser.add_argument("--no-calibrate", action="store_true", help="label consistency on raw LM probabilities")
     parser.add_argument("--max-batches", type=int, default=150, help="per task: the most batches written")
     parser.add_argument("--tag", default="")
+    parser.add_argument("--replot", action="store_true", help="only redraw the plot from the JSON output")
     args = parser.parse_args()
+    path = OUT / (f"generate{'_quick' if args.quick else ''}{args.tag}.json")
+    if args.replot:
+        plot(json.loads(path.read_text())["results"], path.with_suffix(".png"))
+        print(f"wrote {path.with_suffix('.png')}")
+        return
     import torch
 
     torch.set_num_threads(2)
@@ -188,10 +224,10 @@ def main() -> None:
     total = time.perf_counter() - start
     print(f"\ntotal wall time {total:.0f}s; load average at end {os.getloadavg()}")
     OUT.mkdir(exist_ok=True)
-    path = OUT / (f"generate{'_quick' if args.quick else ''}{args.tag}.json")
     path.write_text(json.dumps({"results": results, "wall_seconds": total, "n": n,
                                 "args": {k: v for k, v in vars(args).items()}}, indent=2))
-    print(f"wrote {path}")
+    plot(results, path.with_suffix(".png"))
+    print(f"wrote {path} and {path.with_suffix('.png')}")
 
 
 if __name__ == "__main__":
