@@ -37,21 +37,17 @@ TREC_WORDS = {"ABBR": "abbreviation", "DESC": "description", "ENTY": "entity", "
 
 
 def load_sst2(split: str) -> list[tuple[str, str]]:
-    rows = []
-    for line in (DATA / "sst2_sentence" / f"stsa.binary.{split}").read_text(encoding="utf-8", errors="replace").splitlines():
-        if line.strip():
-            label, text = line.split(" ", 1)
-            rows.append((text.strip(), "positive" if label == "1" else "negative"))
-    return rows
+    from curate.bench.datasets import read_sst2
+
+    return list(zip(*read_sst2(DATA / "sst2_sentence" / f"stsa.binary.{split}"), strict=True))
 
 
 def load_trec(split: str) -> list[tuple[str, str]]:
-    rows = []
-    for line in (DATA / "trec" / f"{split}.txt").read_bytes().decode("latin-1").splitlines():
-        if line.strip():
-            coarse = line.split(":", 1)[0]
-            rows.append((line.split(" ", 1)[1].strip(), TREC_WORDS[coarse]))
-    return rows
+    """Coarse classes as words (the LM reads and writes them): ABBR -> abbreviation, ..."""
+    from curate.bench.datasets import read_trec
+
+    texts, codes = read_trec(DATA / "trec" / f"{split}.txt")
+    return [(t, TREC_WORDS[c]) for t, c in zip(texts, codes, strict=True)]
 
 
 def accuracy(embedder, train: list[tuple[str, str]], test_x: np.ndarray, test_y: np.ndarray) -> float:
