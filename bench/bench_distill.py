@@ -300,7 +300,7 @@ def plot(result, arms, counts, path: Path) -> None:
     for ax in axes:
         ax.set_xticks(counts)
         ax.legend()
-    fig.suptitle("SmolLM2-135M + LoRA distilled from recorded GSM8K solutions: probe vs random (mean ± sd)")
+    fig.suptitle(f"SmolLM2-135M + LoRA distilled from recorded GSM8K solutions: {' vs '.join(arms)} (mean ± sd)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
