@@ -93,6 +93,27 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def read_round_state(path: Path, labelled: set[int], *, model_key: str, what: str, items: str,
+                     known: tuple[str, ...] = ()) -> dict | None:
+    """The ``state.json`` a crashed or paused run's learner left, if it belongs to this run.
+
+    None when there is none. Refused (ConfigError) when the saved model was trained on ``items``
+    this run has not labelled (another run's folder), or names a model folder that is gone and is
+    not one of the ``known`` starting models.
+    """
+    if not path.exists():
+        return None
+    state = json.loads(path.read_text())
+    extra = set(state["trained_ids"]) - set(labelled)
+    if extra:
+        raise ConfigError(f"{path} holds a {what} trained on {items} {sorted(extra)[:5]} that this run has not "
+                          "labelled; it belongs to another run. Use a new run folder.")
+    saved = state[model_key]
+    if saved not in known and not Path(saved).exists():
+        raise ConfigError(f"{path} names the {what} {saved}, which is gone. Use a new run folder.")
+    return state
+
+
 def replace_dir(tmp: Path, target: Path) -> None:
     """Move a finished folder into place (a crash leaves either the old one or the new one)."""
     if target.exists():

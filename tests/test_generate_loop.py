@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_generate import Scripted, Words
 
 from curate.acquire.base import Selection
 from curate.annotate.base import Annotation
@@ -17,7 +18,6 @@ from curate.ledger import Ledger, Prices
 from curate.loop import ActiveLoop
 from curate.pool import load_pool
 from curate.stopping import MaxRounds
-from test_generate import Scripted, Words
 
 POOL = [("a good film, great acting", "pos"), ("a bad film, awful plot", "neg"), ("great fun and good music", "pos"),
         ("boring and bad, a waste", "neg"), ("good story and great cast", "pos"), ("awful script, bad jokes", "neg"),

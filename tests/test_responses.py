@@ -233,3 +233,21 @@ def test_people_write_responses_through_the_queue(tmp_path):
     assert got[0].label == "4 5 6 7" and got[0].human_labels == 1
     with pytest.raises(ConfigError, match="free-text"):
         HumanQueueAnnotator(tmp_path / "q", labels=None, fmt="labelstudio")
+
+
+def test_saved_round_state_is_adopted_only_when_it_belongs_to_this_run(tmp_path):
+    import json
+
+    from curate.train import read_round_state
+
+    path = tmp_path / "state.json"
+    assert read_round_state(path, {1, 2}, model_key="model", what="model", items="items") is None
+    path.write_text(json.dumps({"model": str(tmp_path), "trained_ids": [1, 2]}))
+    assert read_round_state(path, {1, 2, 3}, model_key="model", what="model", items="items")["trained_ids"] == [1, 2]
+    with pytest.raises(ConfigError, match=r"trained on items \[2\] that this run has not labelled"):
+        read_round_state(path, {1}, model_key="model", what="model", items="items")
+    path.write_text(json.dumps({"policy": "/gone/round-3", "trained_ids": []}))
+    with pytest.raises(ConfigError, match="names the policy /gone/round-3, which is gone"):
+        read_round_state(path, set(), model_key="policy", what="policy", items="pairs")
+    assert read_round_state(path, set(), model_key="policy", what="policy", items="pairs",
+                            known=("/gone/round-3",)) is not None  # a starting model named by id, not a folder

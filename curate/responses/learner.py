@@ -17,7 +17,6 @@ self-training step of the same round share the same generations.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from curate.errors import ConfigError, DataError
-from curate.train import sft_rows, train_sft, write_json_atomic
+from curate.train import read_round_state, sft_rows, train_sft, write_json_atomic
 
 __all__ = ["Answer", "ResponseLearner", "SelfTraining"]
 
@@ -242,16 +241,10 @@ class ResponseLearner:
 
     def _restore(self, ids: set[int]) -> None:
         """Adopt the model a crashed or paused run saved, if it was trained on responses we still have."""
-        path = self._state_path()
-        if not path.exists():
+        state = read_round_state(self._state_path(), ids, model_key="model", what="model", items="items",
+                                 known=(self.model,))
+        if state is None:
             return
-        state = json.loads(path.read_text())
-        extra = set(state["trained_ids"]) - ids
-        if extra:
-            raise ConfigError(f"{path} holds a model trained on items {sorted(extra)[:5]} that this run has not "
-                              "labelled; it belongs to another run. Use a new run folder.")
-        if state["model"] != self.model and not Path(state["model"]).exists():
-            raise ConfigError(f"{path} names the model {state['model']}, which is gone. Use a new run folder.")
         self.current_, self.trained_ids_ = state["model"], list(state["trained_ids"])
         self.pseudo_ = {int(k): v for k, v in state["pseudo"].items()}
         self.rounds_, self.history_ = int(state["rounds"]), list(state["history"])

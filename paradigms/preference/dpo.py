@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from curate.errors import ConfigError
-from curate.train import build_config, lora_config, quiet, replace_dir, write_json_atomic
+from curate.train import build_config, lora_config, quiet, read_round_state, replace_dir, write_json_atomic
 
 from .pairs import check_pair_labels, chosen_rejected
 from .scores import bt_probs, dpo_margin
@@ -165,18 +165,10 @@ class DPOLearner:
 
     def _restore(self, ids: set[int]) -> None:
         """Adopt the policy a crashed or paused run saved, if it was trained on labels we still have."""
-        path = self._state_path()
-        if not path.exists():
+        state = read_round_state(self._state_path(), ids, model_key="policy", what="policy", items="pairs",
+                                 known=(self.model, self.reference))
+        if state is None:
             return
-        import json
-
-        state = json.loads(path.read_text())
-        extra = set(state["trained_ids"]) - ids
-        if extra:
-            raise ConfigError(f"{path} holds a policy trained on pairs {sorted(extra)[:5]} that this run has not "
-                              "labelled; it belongs to another run. Use a new run folder.")
-        if not Path(state["policy"]).exists() and state["policy"] not in (self.model, self.reference):
-            raise ConfigError(f"{path} names the policy {state['policy']}, which is gone. Use a new run folder.")
         self.policy_, self.trained_ids_ = state["policy"], list(state["trained_ids"])
         self.rounds_, self.history_ = int(state["rounds"]), list(state["history"])
         self._forget_policy()
