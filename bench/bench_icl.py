@@ -59,12 +59,9 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import argparse  # noqa: E402
-import csv  # noqa: E402
-import html  # noqa: E402
 import importlib.metadata  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
-import re  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -133,68 +130,20 @@ class Split:
     note: str
 
 
-def _lines(path: Path) -> list[str]:
-    # splitlines: trec has no final newline; strict UTF-8 so that an odd byte fails loudly here.
-    return [ln for ln in path.read_bytes().decode("utf-8").splitlines() if ln.strip()]
-
-
-def _read_sst2(path: Path) -> tuple[list[str], list[str]]:
-    names = {"0": "negative", "1": "positive"}
-    texts, labels = [], []
-    for n, line in enumerate(_lines(path), start=1):
-        label, _, text = line.partition(" ")
-        if label not in names or not text.strip():
-            raise ValueError(f"{path}:{n}: expected '<0|1> <sentence>', got {line[:60]!r}.")
-        texts.append(text.strip())
-        labels.append(names[label])
-    return texts, labels
-
-
-def _read_trec(path: Path) -> tuple[list[str], list[str]]:
-    texts, labels = [], []
-    for n, line in enumerate(_lines(path), start=1):
-        head, _, text = line.partition(" ")
-        coarse, sep, _fine = head.partition(":")
-        if not sep or not text.strip():
-            raise ValueError(f"{path}:{n}: expected 'COARSE:fine question', got {line[:60]!r}.")
-        texts.append(text.strip())
-        labels.append(coarse)
-    return texts, labels
-
-
-_AG_ENTITY = re.compile(r"(?<![&\w])(#\d+|quot|amp|lt|gt);")
-
-
-def _clean_ag(text: str) -> str:
-    text = re.sub(r"\\+", " ", text)  # backslashes (single or doubled) stand for line breaks
-    text = re.sub(r"&lt;.*?&gt;", " ", text)  # escaped HTML tags (Reuters ticker links, WP bylines)
-    text = _AG_ENTITY.sub(lambda m: html.unescape("&" + m.group(1) + ";"), text)  # ' #39;' -> "'"
-    return re.sub(r"\s+", " ", text).strip()
-
-
-def _read_agnews(folder: Path) -> tuple[list[str], list[str]]:
-    classes = [c.strip() for c in (folder / "classes.txt").read_text(encoding="utf-8").splitlines() if c.strip()]
-    texts, labels = [], []
-    with open(folder / "test.csv", encoding="utf-8", newline="") as f:
-        for n, row in enumerate(csv.reader(f), start=1):
-            if len(row) != 3 or not row[0].isdigit():
-                raise ValueError(f"{folder / 'test.csv'}:{n}: expected 3 fields (class, title, description).")
-            texts.append(_clean_ag(f"{row[1]}. {row[2]}"))
-            labels.append(classes[int(row[0]) - 1])
-    return texts, labels
-
-
 def load_split(name: str) -> Split:
+    # The readers are curate's benchmark readers: the same texts, so the embedding cache is shared.
+    from curate.bench.datasets import read_agnews, read_sst2, read_trec
+
     if name == "sst2":
-        pt, pl = _read_sst2(DATA / "sst2_sentence" / "stsa.binary.train")
-        tt, tl = _read_sst2(DATA / "sst2_sentence" / "stsa.binary.test")
+        pt, pl = read_sst2(DATA / "sst2_sentence" / "stsa.binary.train")
+        tt, tl = read_sst2(DATA / "sst2_sentence" / "stsa.binary.test")
         note = "pool = stsa.binary.train, inputs from stsa.binary.test"
     elif name == "trec":
-        pt, pl = _read_trec(DATA / "trec" / "train.txt")
-        tt, tl = _read_trec(DATA / "trec" / "test.txt")
+        pt, pl = read_trec(DATA / "trec" / "train.txt")
+        tt, tl = read_trec(DATA / "trec" / "test.txt")
         note = "pool = train.txt, inputs from test.txt (coarse labels)"
     elif name == "agnews":
-        texts, labels = _read_agnews(DATA / "ag_news")
+        texts, labels, _ = read_agnews(DATA / "ag_news")
         order = np.random.default_rng(SPLIT_SEED).permutation(len(texts))
         pool_pos, test_pos = order[:AG_POOL], order[AG_POOL:AG_POOL + AG_TEST]
         pt, pl = [texts[i] for i in pool_pos], [labels[i] for i in pool_pos]
