@@ -33,27 +33,9 @@ from __future__ import annotations
 import os
 import sys
 
+import _env  # noqa: E402  (bench/ is on sys.path when a script in it runs)
 
-def _early_threads(argv: list[str], default: int = 2) -> int:
-    """``--threads`` read before numpy loads (argparse runs later and only documents it)."""
-    for i, arg in enumerate(argv):
-        if arg.startswith("--threads="):
-            return int(arg.split("=", 1)[1])
-        if arg == "--threads" and i + 1 < len(argv):
-            return int(argv[i + 1])
-    return default
-
-
-THREADS = _early_threads(sys.argv[1:])
-# Before numpy / torch / faiss load, so every library sees the same thread count. Pinned, not
-# setdefault: a 2-thread OpenBLAS matrix-vector product on 2 cores that other jobs also use was
-# measured 50x slower than a 1-thread one (16 ms vs 0.3 ms for 5,452 x 384).
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ[_var] = str(THREADS)
-os.environ.setdefault("CURATE_QUIET", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bar
+THREADS = _env.pin(sys.argv[1:])
 
 import argparse  # noqa: E402
 import importlib.metadata  # noqa: E402

@@ -43,25 +43,9 @@ from __future__ import annotations
 import os
 import sys
 
+import _env  # noqa: E402  (bench/ is on sys.path when a script in it runs)
 
-def _early_threads(argv: list[str], default: int = 2) -> int:
-    for i, arg in enumerate(argv):
-        if arg.startswith("--threads="):
-            return int(arg.split("=", 1)[1])
-        if arg == "--threads" and i + 1 < len(argv):
-            return int(argv[i + 1])
-    return default
-
-
-THREADS = _early_threads(sys.argv[1:])
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):  # before numpy and torch load
-    os.environ[_var] = str(THREADS)
-os.environ.setdefault("CURATE_QUIET", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+THREADS = _env.pin(sys.argv[1:])
 
 import argparse  # noqa: E402
 import importlib.metadata  # noqa: E402
