@@ -171,29 +171,8 @@ def versions() -> dict[str, str]:
             "curate": version("curate"), "cpu": cpu, "cpu_count": str(os.cpu_count()), "threadpools": ",".join(blas)}
 
 
-def mixture(n: int, d: int, seed: int, clusters: int = 1000, spread: float = 0.6) -> np.ndarray:
-    """Unit vectors from a Gaussian mixture, generated in float32 blocks (no float64 N x d copy)."""
-    rng = np.random.default_rng(seed)
-    centers = rng.standard_normal((clusters, d), dtype=np.float32)
-    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
-    x = np.empty((n, d), dtype=np.float32)
-    for s in range(0, n, 65536):
-        e = min(n, s + 65536)
-        block = centers[rng.integers(clusters, size=e - s)]
-        block += (spread / np.sqrt(d)) * rng.standard_normal((e - s, d), dtype=np.float32)
-        block /= np.linalg.norm(block, axis=1, keepdims=True)
-        x[s:e] = block
-    return x
-
-
-def probabilities(n: int, c: int, seed: int) -> np.ndarray:
-    """Model-like float32 class probabilities (a softmax of scaled Gaussian logits)."""
-    rng = np.random.default_rng(seed)
-    logits = 2.0 * rng.standard_normal((n, c), dtype=np.float32)
-    logits -= logits.max(axis=1, keepdims=True)
-    p = np.exp(logits)
-    p /= p.sum(axis=1, keepdims=True)
-    return p
+# The synthetic data is curate bench's speed table's, so the two measure the same thing.
+from curate.bench.speed import mixture, probabilities  # noqa: E402
 
 
 def build_index(x: np.ndarray):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["mixture", "run_speed"]
+__all__ = ["mixture", "probabilities", "run_speed"]
 
 MIB = 1024 * 1024
 
