@@ -31,9 +31,12 @@ class CostEstimate:
     total_worst_case: float
     currency: str
     budget: float | None
+    generation_worst_case: float = 0.0  # included in total_worst_case
 
     def describe(self) -> str:
-        text = (f"up to {self.labels} labels x at most {self.per_item_worst_case:.6f} {self.currency} each = "
+        gen = (f" + generation at most {self.generation_worst_case:.4f} {self.currency}"
+               if self.generation_worst_case else "")
+        text = (f"up to {self.labels} labels x at most {self.per_item_worst_case:.6f} {self.currency} each{gen} = "
                 f"at most {self.total_worst_case:.4f} {self.currency}")
         if self.budget is not None:
             text += f" (money budget {self.budget:.4f}: {'fits' if self.total_worst_case <= self.budget else 'the budget stops it first'})"
@@ -65,10 +68,11 @@ def estimate_cost(config: RunConfig, pool_size: int, annotator, generators=()) -
     total = labels * per_item
     stop = config.stop
     rounds = stop.rounds if stop.rounds is not None else 1 + max(0, labels - config.init.size) // config.acquire.batch_size
-    total += sum(g.worst_case_micros(prices) for g in generators for r in range(rounds) if g.due(r)) / 1e6
+    generation = sum(g.worst_case_micros(prices) for g in generators for r in range(rounds) if g.due(r)) / 1e6
+    total += generation
     if config.stop.money is not None:
         total = min(total, config.stop.money)
-    return CostEstimate(labels, per_item, total, prices.currency, config.stop.money)
+    return CostEstimate(labels, per_item, total, prices.currency, config.stop.money, generation)
 
 
 def build_annotator(config: RunConfig, pool, index, backend_factory):

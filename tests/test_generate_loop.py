@@ -205,6 +205,7 @@ def test_recipe_generate_block_runs_and_writes_generated_rows(tmp_path, tiny_lm_
     # The estimate counts what generation may spend in its due rounds (1 and 2) on top of the labels.
     base = len(load_pool("sample:reviews"))
     assert estimate.total_worst_case > estimate_cost(plain, base, GoldAnnotator()).total_worst_case
+    assert estimate.generation_worst_case > 0 and "+ generation at most" in estimate.describe()
     rows = [json.loads(line) for line in (tmp_path / "run" / "generated.jsonl").read_text().splitlines()]
     journal = Journal(tmp_path / "run" / "journal.sqlite")
     accepted = sum(journal.get_meta(f"generation:{r}:0")["accepted"] for r in (1, 2))
