@@ -179,6 +179,74 @@ def plot(results: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def loop_experiment(backend, embedder, *, seeds: list[int], rounds: int, init: int, batch: int, per_round: int,
+                    pool_size: int, max_new_tokens: int, batch_size: int) -> dict:
+    """Generation inside ActiveLoop on SST-2 at equal human labels: margin sampling on a real pool,
+    with and without ``per_round`` generated examples (intended labels, checked) joining each round."""
+    import tempfile
+
+    from curate.acquire import make_strategy
+    from curate.annotate.base import GoldAnnotator
+    from curate.generate import GenerationQuery, Generator, standard_filters, worst_case_tokens
+    from curate.index import EmbeddingIndex
+    from curate.learners import EmbeddingClassifier
+    from curate.loop import ActiveLoop
+    from curate.pool import load_pool
+    from curate.stopping import MaxRounds
+
+    labels = ["negative", "positive"]
+    real = random.Random(0).sample(load_sst2("train"), pool_size)
+    pool = load_pool([{"text": t, "label": y} for t, y in real])
+    vectors = embedder.encode(pool.texts())
+    test = load_sst2("test")
+    test_x, test_y = embedder.encode([t for t, _ in test]), np.array([y for _, y in test])
+
+    def evaluate(model) -> float:
+        return float((np.array(model.classes)[model.predict_proba_vectors(test_x).argmax(1)] == test_y).mean())
+
+    runs = []
+    with tempfile.TemporaryDirectory() as work:
+        for seed in seeds:
+            for arm in ("select only", "select + generate"):
+                clock = time.perf_counter()
+                index = EmbeddingIndex.from_vectors(vectors, kind="flat")
+                learner = EmbeddingClassifier(vectors.copy(), labels)
+                generators = []
+                if arm != "select only":
+                    filters = standard_filters(backend, embedder, labels=labels, pool_texts=pool.texts(), index=index,
+                                               max_chars=300, label_threshold=0.5)
+                    generators = [GenerationQuery.labelled(
+                        Generator(backend, max_new_tokens=max_new_tokens), task="movie review sentiment (positive or "
+                        "negative)", labels=labels, filters=filters, embedder=embedder, per_round=per_round,
+                        label="intended", batch_size=batch_size, worst_case_tokens=worst_case_tokens(filters, 36))]
+                loop = ActiveLoop(pool, strategy=make_strategy("margin"), annotator=GoldAnnotator(), learner=learner,
+                                  run_dir=Path(work) / f"{arm}-{seed}".replace(" ", "_"), index=index, init_size=init,
+                                  batch_size=batch, stopping=MaxRounds(rounds), evaluate=evaluate, seed=seed,
+                                  generators=generators)
+                res = loop.run()
+                human = sum(1 for i in res.labels if i < pool_size)
+                points = []
+                for r in res.history.rounds:
+                    bought = init + r.round * batch
+                    points.append({"round": r.round, "human_labels": bought, "all_labels": r.labels,
+                                   "accuracy": r.metric})
+                runs.append({"arm": arm, "seed": seed, "points": points, "human_labels": human,
+                             "generated": len(res.pool) - pool_size, "seconds": round(time.perf_counter() - clock, 1)})
+                last = points[-1]
+                print(f"loop seed {seed} {arm:>17}: {last['human_labels']} human + {len(res.pool) - pool_size} "
+                      f"generated labels -> accuracy {last['accuracy']:.3f} ({runs[-1]['seconds']}s)", flush=True)
+    table = {}
+    for arm in ("select only", "select + generate"):
+        curves = np.array([[p["accuracy"] for p in r["points"]] for r in runs if r["arm"] == arm])
+        table[arm] = {"human_labels": [p["human_labels"] for p in runs[0]["points"]],
+                      "mean": curves.mean(0).round(4).tolist(), "sd": curves.std(0).round(4).tolist()}
+        print(f"{arm:>17}: " + "  ".join(f"{h}:{m:.3f}±{sd:.3f}" for h, m, sd in
+                                          zip(table[arm]["human_labels"], table[arm]["mean"], table[arm]["sd"],
+                                              strict=True)))
+    return {"runs": runs, "table": table, "pool_size": pool_size, "per_round": per_round, "init": init,
+            "batch": batch, "rounds": rounds, "seeds": seeds}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=200)
@@ -190,6 +258,9 @@ def main() -> None:
     parser.add_argument("--max-batches", type=int, default=150, help="per task: the most batches written")
     parser.add_argument("--tag", default="")
     parser.add_argument("--replot", action="store_true", help="only redraw the plot from the JSON output")
+    parser.add_argument("--loop", action="store_true",
+                        help="instead: generation inside ActiveLoop vs selection alone on SST-2, equal human labels")
+    parser.add_argument("--seeds", default="0,1,2", help="--loop: seeds")
     args = parser.parse_args()
     path = OUT / (f"generate{'_quick' if args.quick else ''}{args.tag}.json")
     if args.replot:
@@ -207,6 +278,15 @@ def main() -> None:
     start = time.perf_counter()
     backend = load_backend("hf", device="cpu", max_batch_size=args.batch_size)
     embedder = load_embedder()
+    if args.loop:
+        out = loop_experiment(backend, embedder, seeds=[int(x) for x in args.seeds.split(",")], rounds=6, init=10,
+                              batch=10, per_round=8, pool_size=2000, max_new_tokens=args.max_new_tokens,
+                              batch_size=args.batch_size)
+        out["wall_seconds"] = time.perf_counter() - start
+        OUT.mkdir(exist_ok=True)
+        (OUT / f"generate_loop{args.tag}.json").write_text(json.dumps(out, indent=1))
+        print(f"total {out['wall_seconds']:.0f}s; wrote {OUT / f'generate_loop{args.tag}.json'}")
+        return
     tasks = {
         "sst2": lambda: run_task("sst2", "movie review sentiment (positive or negative)", load_sst2("train"),
                                  load_sst2("test"), n, args.batch_size, args.max_new_tokens, 0.5, backend, embedder,
