@@ -468,3 +468,25 @@ def test_every_peer_selects_unlabelled_unique_ids_deterministically(name):
     picks = [SmallTextStrategy(name).select(state, 7, rng=np.random.default_rng(5)).ids for _ in range(2)]
     assert len(set(picks[0].tolist())) == 7 and not np.isin(picks[0], state.labeled).any()
     assert picks[0].tolist() == picks[1].tolist()
+
+
+def test_paradigm_options_fill_defaults_and_refuse_unknown_keys():
+    from curate.paradigms.icl.bench import ICLRunner
+    from curate.paradigms.sft.bench import SFTRunner
+
+    from curate.bench.classification import ClassificationRunner
+
+    grid = {"dataset": ["synthetic"], "strategy": ["random"]}
+
+    def bench(paradigms):
+        return from_dict(BenchConfig, {"grid": grid, "paradigms": paradigms})
+
+    config = bench({"icl": {"k": 2}, "classification": {"C": 3.0}})
+    assert ICLRunner(config).options["k"] == 2 and ICLRunner(config).options["n_test"] == 40
+    assert ClassificationRunner(config).options == {"C": 3.0}
+    assert ClassificationRunner(bench({})).options == {"C": config.learner.C}
+    for runner, paradigm, typo, hint in ((ICLRunner, "icl", "n_tset", "n_test"), (SFTRunner, "sft", "eval", "eval_n"),
+                                         (ClassificationRunner, "classification", "c", "C")):
+        bad = bench({paradigm: {typo: 1}})
+        with pytest.raises(ConfigError, match=f"Unknown key 'paradigms.{paradigm}.{typo}'.*{hint}"):
+            runner(bad)

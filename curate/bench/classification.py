@@ -36,14 +36,10 @@ class _Data:
 
 class ClassificationRunner:
     metrics = ("accuracy", "macro_f1")
-    OPTIONS = ("C",)
 
     def __init__(self, config) -> None:
         self.config = config
-        self.options = dict(config.paradigms.get("classification", {}))
-        unknown = sorted(set(self.options) - set(self.OPTIONS))
-        if unknown:
-            raise ConfigError(f"Unknown key 'paradigms.classification.{unknown[0]}'. Known: {', '.join(self.OPTIONS)}.")
+        self.options = config.paradigm_options("classification", {"C": config.learner.C})
         self._data: dict[str, _Data] = {}
         self._embedder = None
         self._backend = None
@@ -114,7 +110,7 @@ class ClassificationRunner:
             pred = learner.predict_proba_vectors(data.test_x).argmax(1)
             return {"accuracy": float(np.mean(pred == data.test_y)), "macro_f1": _macro_f1(data.test_y, pred, n_classes)}
 
-        learner = EmbeddingClassifier(data.index.vectors, classes, C=float(self.options.get("C", self.config.learner.C)))
+        learner = EmbeddingClassifier(data.index.vectors, classes, C=float(self.options["C"]))
         annotator = build_cell_annotator(self.config, cell, classes, data.pool, data.index, self.backend)
         loop = ActiveLoop(data.pool, strategy=build_strategy(self.config, cell.strategy), annotator=annotator,
                           learner=learner, run_dir=run_dir, index=data.index, init=init_strategy(self.config, cell),

@@ -188,6 +188,15 @@ class BenchConfig:
             if not isinstance(options, dict):
                 raise ConfigError(f"paradigms.{name} must be a mapping of options. Got {options!r} instead.")
 
+    def paradigm_options(self, paradigm: str, defaults: dict[str, Any]) -> dict[str, Any]:
+        """``paradigms.<paradigm>`` over the runner's ``defaults``; a key the runner does not know is an error."""
+        options = dict(self.paradigms.get(paradigm, {}))
+        unknown = sorted(set(options) - set(defaults))
+        if unknown:
+            raise ConfigError(f"Unknown key 'paradigms.{paradigm}.{unknown[0]}'. Known: {', '.join(defaults)}."
+                              f"{did_you_mean(unknown[0], list(defaults))}")
+        return {**defaults, **options}
+
     def dataset(self, name: str) -> DatasetConfig:
         found = self.datasets.get(name)
         if found is None:

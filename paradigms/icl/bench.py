@@ -80,14 +80,7 @@ class ICLRunner:
 
     def __init__(self, config) -> None:
         self.config = config
-        options = dict(config.paradigms.get("icl", {}))
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            from curate.errors import did_you_mean
-
-            raise ConfigError(f"Unknown key 'paradigms.icl.{unknown[0]}'. Known: {', '.join(OPTIONS)}."
-                              f"{did_you_mean(unknown[0], OPTIONS)}")
-        self.options = {**OPTIONS, **options}
+        self.options = config.paradigm_options("icl", OPTIONS)
         self._data: dict[str, dict] = {}
         self._backend = None
         self._embedder = None

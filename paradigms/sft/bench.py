@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from curate.errors import ConfigError, did_you_mean
+from curate.errors import ConfigError
 
 __all__ = ["SFTRunner"]
 
@@ -43,12 +43,7 @@ class SFTRunner:
 
     def __init__(self, config) -> None:
         self.config = config
-        options = dict(config.paradigms.get("sft", {}))
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise ConfigError(f"Unknown key 'paradigms.sft.{unknown[0]}'. Known: {', '.join(OPTIONS)}."
-                              f"{did_you_mean(unknown[0], OPTIONS)}")
-        self.options = {**OPTIONS, **options}
+        self.options = config.paradigm_options("sft", OPTIONS)
         self._data: dict[str, dict] = {}
 
     def check(self, cell) -> None:
