@@ -160,11 +160,29 @@ class Journal:
                     self.db.execute("INSERT INTO charges (item_id, round, source, micros, human_labels, input_tokens, "
                                     "output_tokens) VALUES (?, ?, 'generated', 0, 0, 0, 0)", (item_id, round))
 
-    def generated(self) -> list[dict]:
-        """Every generated pool row, by id: ``{"item_id", "round", "row", "label", "source", "meta"}``."""
-        rows = self.db.execute("SELECT item_id, round, row, label, source, meta FROM generated ORDER BY item_id").fetchall()
+    def generated(self, round: int | None = None) -> list[dict]:
+        """Every generated pool row (of one ``round``), by id: ``{"item_id", "round", "row", "label",
+        "source", "meta"}``."""
+        where, args = ("WHERE round = ?", (round,)) if round is not None else ("", ())
+        rows = self.db.execute(f"SELECT item_id, round, row, label, source, meta FROM generated {where} ORDER BY item_id",
+                               args).fetchall()
         return [{"item_id": r[0], "round": r[1], "row": json.loads(r[2]), "label": None if r[3] is None else json.loads(r[3]),
                  "source": r[4], "meta": json.loads(r[5] or "{}")} for r in rows]
+
+    # A round's generation report (what was written, accepted, rejected by each filter) is kept in
+    # meta under "generation:<round>:<query>"; it also marks that round's generation as done.
+
+    def set_generation_report(self, round: int, query: int, report: dict) -> None:
+        self.set_meta(f"generation:{round}:{query}", report)
+
+    def generation_report(self, round: int, query: int) -> dict | None:
+        return self.get_meta(f"generation:{round}:{query}")
+
+    def generation_reports(self) -> list[tuple[int, int, dict]]:
+        """Every generation report as ``(round, query, report)``, in round order."""
+        rows = self.db.execute("SELECT key, value FROM meta WHERE key LIKE 'generation:%'").fetchall()
+        out = [(int(key.split(":")[1]), int(key.split(":")[2]), json.loads(value)) for key, value in rows]
+        return sorted(out, key=lambda t: (t[0], t[1]))
 
     def labels(self) -> dict[int, Any]:
         """Every usable label, by item id."""

@@ -331,11 +331,10 @@ class ActiveLoop:
         """Run one query source for round ``r``: accepted candidates join the pool batch by batch."""
         from curate.generate.query import GenerationContext
 
-        key = f"generation:{r}:{k}"
-        if journal.get_meta(key) is not None:
+        if journal.generation_report(r, k) is not None:
             return  # done before a restart
         # A run killed mid-generation kept the batches it had journalled: generate only the rest.
-        done = sum(1 for g in journal.generated() if g["round"] == r and g["meta"].get("query") == k)
+        done = sum(1 for g in journal.generated(round=r) if g["meta"].get("query") == k)
         intended = source.label == "intended"
 
         def join(candidates) -> None:
@@ -355,10 +354,9 @@ class ActiveLoop:
                             rng=np.random.default_rng([self.seed, r, 7919 + k]), on_batch=join)
         rep = result.report
         # "passed" may exceed "accepted": a batch's survivors past the target are not used.
-        journal.set_meta(key, {"accepted": len(result.accepted), "passed": rep.accepted, "generated": rep.generated,
-                               "seen": dict(rep.seen),
-                               "rejected": dict(rep.rejected), "stop_reason": result.stop_reason,
-                               "spent_micros": purse.spent_micros})
+        journal.set_generation_report(r, k, {
+            "accepted": len(result.accepted), "passed": rep.accepted, "generated": rep.generated, "seen": dict(rep.seen),
+            "rejected": dict(rep.rejected), "stop_reason": result.stop_reason, "spent_micros": purse.spent_micros})
         logger.info("round %d: generation added %d rows to the pool (%d written; %s)", r, len(result.accepted),
                     rep.generated, result.stop_reason)
 

@@ -142,7 +142,8 @@ def build_loop(config: RunConfig, run_dir: str | Path):
     pc = config.pool
     pool = load_pool(pc.path, columns=pc.columns, id_column=pc.id_column, format=pc.format, split=pc.split)
     embedder = load_embedder(config.embedder)
-    vectors = embedder.encode(pool.texts())
+    texts = pool.texts()
+    vectors = embedder.encode(texts)
     index = EmbeddingIndex.from_vectors(vectors, pool.ids, model=embedder.name, kind=config.index.kind)
     if config.learner.kind != "logreg":
         raise ConfigError(f"learner.kind '{config.learner.kind}' is not known here; use 'logreg'.")
@@ -180,7 +181,7 @@ def build_loop(config: RunConfig, run_dir: str | Path):
         rng = np.random.default_rng([config.seed, 10**6])
         stop_set = np.sort(rng.choice(len(pool), size=min(config.stop.stop_set_size, len(pool)), replace=False))
     ledger = Ledger(_prices(config), budget=config.stop.money)
-    generators = [] if config.generate is None else [build_generation(config, pool, index, embedder, backend_factory())]
+    generators = [] if config.generate is None else [build_generation(config, texts, index, embedder, backend_factory())]
     loop = ActiveLoop(pool, strategy=strategy, annotator=annotator, learner=learner, run_dir=run_dir, index=index,
                       init=init, init_size=config.init.size, batch_size=config.acquire.batch_size,
                       stopping=stopping_rule(config), ledger=ledger, label_budget=config.stop.labels, evaluate=evaluate,
@@ -188,14 +189,14 @@ def build_loop(config: RunConfig, run_dir: str | Path):
     return loop, annotator
 
 
-def build_generation(config: RunConfig, pool, index, embedder, backend):
+def build_generation(config: RunConfig, pool_texts: list[str], index, embedder, backend):
     """The recipe's ``generate`` block as a :class:`~curate.generate.GenerationQuery` on the run's
-    LM, deduplicating against the pool through the shared index."""
+    LM, deduplicating against the pool (``pool_texts``, and the shared index)."""
     from curate.generate import GenerationQuery, Generator, standard_filters, worst_case_tokens
 
     g = config.generate
     filters = standard_filters(backend, embedder, labels=config.labels if g.kind == "labelled" else None,
-                               pool_texts=pool.texts(), index=index, min_chars=g.min_chars, max_chars=g.max_chars,
+                               pool_texts=pool_texts, index=index, min_chars=g.min_chars, max_chars=g.max_chars,
                                dup_threshold=g.dup_threshold, label_threshold=g.label_threshold,
                                judge_threshold=g.judge_threshold)
     generator = Generator(backend, temperature=g.temperature, max_new_tokens=g.max_new_tokens)
@@ -272,16 +273,15 @@ def generation_summary(run_dir: Path) -> str | None:
 
     journal = Journal(Path(run_dir) / "journal.sqlite")
     try:
-        keys = [k for (k,) in journal.db.execute("SELECT key FROM meta WHERE key LIKE 'generation:%' ORDER BY key")]
-        done = [(k, journal.get_meta(k)) for k in keys]
+        reports = journal.generation_reports()
     finally:
         journal.close()
-    if not done:
+    if not reports:
         return None
     lines = []
-    for key, m in sorted(done, key=lambda kv: [int(x) for x in kv[0].split(":")[1:]]):
+    for round_no, _query, m in reports:
         rejected = ", ".join(f"{f} {n}/{m['seen'].get(f, 0)}" for f, n in m["rejected"].items()) or "none"
-        lines.append(f"  round {key.split(':')[1]}: {m['accepted']} accepted of {m['generated']} written "
+        lines.append(f"  round {round_no}: {m['accepted']} accepted of {m['generated']} written "
                      f"(rejected: {rejected}); {m['stop_reason']}")
     return "Generation:\n" + "\n".join(lines)
 

@@ -175,7 +175,7 @@ class GenerationQuery:
         if purse.limit_micros is not None and paid and self.worst_case_tokens == (0, 0):
             raise ConfigError("With a money budget and priced LLM tokens, GenerationQuery needs worst_case_tokens "
                               "(the most tokens one candidate costs) so generation never spends past the budget.")
-        ledger = _PurseLedger(purse, self.candidate_micros(purse.ledger.prices), self.max_candidates)
+        ledger = _PurseLedger(purse, self.candidate_micros(prices), self.max_candidates)
         return generate_accepted(lambda size, r: self.write(size, r, context), self.filters, target, rng=rng,
                                  backends=self.backends, ledger=ledger,
                                  worst_case_micros=ledger.per_candidate, batch_size=self.batch_size,
