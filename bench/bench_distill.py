@@ -126,7 +126,7 @@ def main(argv=None) -> int:
     from curate.paradigms.distill.data import read_gsm8k
     from curate.paradigms.distill.run import build_distill, evaluate_student
 
-    from curate.ledger import Ledger
+    from curate.budget import Ledger
 
     clock0 = time.perf_counter()
     print(f"load average at start: {os.getloadavg()}  (threads pinned to {args.threads})")

@@ -22,6 +22,19 @@ _LAZY = {
     "load_backend": "curate.backends",
     "to_trl": "curate.export",
     "save_dataset": "curate.export",
+    # the loop in three lines: ActiveLoop(pool, strategy=make_strategy("margin"), ledger=Ledger(Prices(...)), ...)
+    "ActiveLoop": "curate.loop",
+    "make_strategy": "curate.acquire",
+    "Ledger": "curate.budget",
+    "Prices": "curate.budget",
+    "GoldAnnotator": "curate.annotate",
+    "EmbeddingClassifier": "curate.learners",
+    "MaxRounds": "curate.stopping",
+    "CurateError": "curate.errors",
+    "ConfigError": "curate.errors",
+    "DataError": "curate.errors",
+    "BackendError": "curate.errors",
+    "MissingDependencyError": "curate.errors",
 }
 
 __all__ = ["__version__", *_LAZY]

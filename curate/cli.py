@@ -1,4 +1,8 @@
-"""The ``curate`` command line. Only this module configures logging handlers."""
+"""The ``curate`` command line. Only this module configures logging handlers.
+
+The core's commands are here; every installed paradigm (:mod:`curate.plugins`) adds ``curate
+<paradigm> run | resume | ...`` and any top-level commands of its own.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from curate.errors import CurateError
@@ -33,21 +37,17 @@ def _add_pool_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="train", help="split of a hub dataset or saved DatasetDict (default: train)")
 
 
-# An extension adds subcommands: ``extension(subparsers) -> {command: handler(args) -> int}``.
-# The paradigms' commands come in this way (curate.paradigms.cli), so the core never imports them.
-Extension = Callable[[Any], dict]
+def build_parser(paradigms: Sequence[Any] | None = None) -> tuple[argparse.ArgumentParser, dict]:
+    """The parser and ``{command: handler}``, with the commands of ``paradigms`` (default: every
+    installed one)."""
+    if paradigms is None:
+        from curate.plugins import paradigms as installed
 
-
-def build_parser(extensions: Sequence[Extension] = ()) -> tuple[argparse.ArgumentParser, dict]:
+        paradigms = list(installed().values())
     parser = argparse.ArgumentParser(prog="curate", description="Active learning for LLM training data.")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars, warnings only")
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    demo = sub.add_parser("demo", help="a short real loop on the embedded models and the shipped reviews")
-    demo.add_argument("--out", default=None, help="run folder (default: a new temporary folder)")
-    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                      help="override recipes/demo.yaml, e.g. stop.rounds=3 or lm.device=cpu; repeatable")
 
     sub.add_parser("env", help="versions, embedded models and optional parts present")
 
@@ -77,15 +77,8 @@ def build_parser(extensions: Sequence[Extension] = ()) -> tuple[argparse.Argumen
     select.add_argument("--seed", type=int, default=0)
     select.add_argument("--allow-fewer", action="store_true", help="take what is left when fewer than --budget remain")
 
-    run = sub.add_parser("run", help="run a full active-learning loop from a YAML recipe")
-    run.add_argument("recipe", help="YAML recipe (see recipes/)")
-    run.add_argument("--out", default=None, help="run folder (default: runs/<recipe name>)")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                     help="override a recipe value, e.g. acquire.batch_size=50; repeatable")
-    run.add_argument("--dry-run", action="store_true", help="print the most the recipe can spend, spend nothing")
-
-    resume = sub.add_parser("resume", help="continue a run that stopped or was killed")
-    resume.add_argument("run_dir", help="the run folder")
+    _add_run_arguments(sub.add_parser("run", help="run a recipe of any paradigm (its 'paradigm:' key says which)"))
+    _add_resume_arguments(sub.add_parser("resume", help="continue a run of any paradigm that stopped or was killed"))
 
     label = sub.add_parser("label", help="label an exported batch in the terminal (keys: 1-9, s skip, u undo, q quit)")
     label.add_argument("batch", help="batch file exported for people (JSONL or CSV)")
@@ -143,16 +136,68 @@ def build_parser(extensions: Sequence[Extension] = ()) -> tuple[argparse.Argumen
     bench.add_argument("--no-report", action="store_true", help="do not write the report after the run")
     bench.add_argument("--rebuild-table", action="store_true",
                        help="rewrite the done cells' rows from their journals (after an upgrade); runs nothing")
-    handlers = {"demo": _demo, "env": _env, "index": _index, "score": _score, "select": _select, "run": _run,
+    handlers = {"env": _env, "index": _index, "score": _score, "select": _select, "run": _run,
                 "resume": _resume, "label": _label, "generate": _generate, "bench": _bench}
-    for extension in extensions:
-        handlers.update(extension(sub))
+    for paradigm in paradigms:
+        handlers.update(_paradigm_commands(sub, paradigm))
     return parser, handlers
 
 
-def main(argv: Sequence[str] | None = None, extensions: Sequence[Extension] = ()) -> int:
-    parser, handlers = build_parser(extensions)
-    args = parser.parse_args(argv)
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", help="YAML recipe (see recipes/)")
+    p.add_argument("--out", default=None, help="run folder (default: runs/<recipe name>)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override a recipe value, e.g. acquire.batch_size=50; repeatable")
+    p.add_argument("--dry-run", action="store_true", help="print the most the recipe can spend, spend nothing")
+    p.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
+
+
+def _add_resume_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="the run folder")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="continue under changed recipe values, e.g. stop.rounds=6; repeatable")
+    p.add_argument("--dry-run", action="store_true", help="print the most the run can spend, spend nothing")
+    p.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
+
+
+def _paradigm_commands(sub, paradigm) -> dict:
+    """``curate <paradigm> run | resume | <its own actions>``, and its top-level commands."""
+    parser = sub.add_parser(paradigm.name, help=paradigm.summary)
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    _add_run_arguments(actions.add_parser("run", help=f"run a {paradigm.name} recipe"))
+    _add_resume_arguments(actions.add_parser("resume", help=f"continue a {paradigm.name} run folder"))
+    own = {"run": lambda args: _run(args, paradigm.name), "resume": _resume}
+    if paradigm.actions is not None:
+        own.update(paradigm.actions(actions))
+    handlers = {paradigm.name: lambda args: own[args.action](args)}
+    if paradigm.commands is not None:
+        handlers.update(paradigm.commands(sub))
+    return handlers
+
+
+def _with_default_action(argv: list[str], names: Sequence[str]) -> list[str]:
+    """``curate distill RECIPE`` reads as ``curate distill run RECIPE``: a paradigm followed by
+    something that is not one of its actions runs it (the form earlier releases had)."""
+    for k, word in enumerate(argv):
+        if word.startswith("-"):
+            continue
+        if word in names and k + 1 < len(argv) and argv[k + 1].endswith((".yaml", ".yml")):
+            return [*argv[: k + 1], "run", *argv[k + 1:]]
+        return argv
+    return argv
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        from curate.plugins import paradigms as installed
+
+        found = list(installed().values())
+    except CurateError as err:
+        print(f"curate: error: {err}", file=sys.stderr)
+        return 2
+    parser, handlers = build_parser(found)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(_with_default_action(argv, [p.name for p in found]))
     from curate.progress import set_quiet
 
     set_quiet(args.quiet)
@@ -178,14 +223,6 @@ def _silence_hf() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")
-
-
-def _demo(args) -> int:
-    from curate.demo import format_report, run_demo
-
-    result, estimate, routing = run_demo(args.overrides, args.out)
-    print(format_report(result, estimate, routing))
-    return 0
 
 
 def _env(args) -> int:
@@ -264,44 +301,27 @@ def _select(args) -> int:
     return 0
 
 
-def _run(args) -> int:
-    from pathlib import Path
+def _run(args, paradigm: str | None = None) -> int:
+    from curate.runs import start_run
 
-    from curate.config import load_config
-    from curate.run import start_run
-
-    config = load_config(args.recipe, args.overrides)
-    out = args.out or str(Path("runs") / Path(args.recipe).stem)
-    result, estimate = start_run(config, out, dry_run=args.dry_run)
-    print(f"Estimated cost: {estimate.describe()}")
-    if result is not None:
-        _report(result)
+    chosen, outcome = start_run(args.recipe, args.overrides, args.out, paradigm=paradigm, dry_run=args.dry_run,
+                                evaluate=not args.no_eval)
+    _report(chosen, outcome)
     return 0
 
 
 def _resume(args) -> int:
-    from curate.run import resume_run
+    from curate.runs import resume_run
 
-    _report(resume_run(args.run_dir))
+    chosen, outcome = resume_run(args.run_dir, args.overrides, dry_run=args.dry_run, evaluate=not args.no_eval)
+    _report(chosen, outcome)
     return 0
 
 
-def _report(result) -> None:
-    print(f"Stopped: {result.stop_reason}")
-    print(f"Ledger: {result.ledger.describe()}")
-    print(f"{'round':>5} {'labels':>6} {'spent':>10} {'metric':>7}")
-    for c in result.curve:
-        metric = "" if c["metric"] is None else f"{c['metric']:.4f}"
-        print(f"{c['round']:>5} {c['labels']:>6} {c['spent']:>10.4f} {metric:>7}")
-    from curate.run import generation_summary
-
-    summary = generation_summary(result.run_dir)
-    if summary:
-        print(summary)
-    extra = ", generated.jsonl" if summary else ""
-    print(f"Run folder: {result.run_dir} (journal.sqlite, config.yaml, curve.csv, curve.png{extra})")
-    if result.waiting:
-        print(f"Label the exported batch (curate label ...), then: curate resume {result.run_dir}")
+def _report(paradigm, outcome) -> None:
+    print(f"Estimated cost: {outcome.estimate.describe()}")
+    if not outcome.dry_run:
+        paradigm.report(outcome)
 
 
 def _bench(args) -> int:
@@ -333,7 +353,7 @@ def _generate(args) -> int:
     from curate.embed import load_embedder
     from curate.generate import Generator, generate_accepted, standard_filters, worst_case_tokens
     from curate.index import EmbeddingIndex
-    from curate.ledger import Ledger, Prices
+    from curate.budget import Ledger, Prices
     from curate.models import DEFAULT_LM
     from curate.pool import load_pool
 

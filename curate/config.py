@@ -1,4 +1,5 @@
-"""Run configuration: nested dataclasses that YAML recipes mirror one to one.
+"""Recipe blocks every paradigm shares (pool, lm, prices, stop, annotator, generate...), as nested
+dataclasses that YAML recipes mirror one to one, and the one recipe loader.
 
 Precedence: defaults < YAML < ``--set a.b=value``. Unknown keys are errors with a suggestion
 ("Unknown key 'acquire.budjet'. Did you mean 'acquire.batch_size'?"); values are checked in
@@ -20,7 +21,7 @@ from curate.errors import ConfigError, did_you_mean
 from curate.models import DEFAULT_EMBEDDER, DEFAULT_LM
 
 __all__ = ["AcquireConfig", "AnnotatorConfig", "GenerateConfig", "IndexConfig", "InitConfig", "LMConfig", "LearnerConfig",
-           "PoolConfig", "PricesConfig", "RunConfig", "StopConfig", "apply_overrides", "load_config", "load_recipe",
+           "PoolConfig", "PricesConfig", "StopConfig", "apply_overrides", "from_dict", "load_recipe", "read_recipe",
            "to_dict"]
 
 
@@ -66,6 +67,7 @@ class LMConfig:
     model: str = DEFAULT_LM
     device: str = "auto"
     base_url: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # the backend's own arguments (vLLM engine args...)
 
 
 @dataclass
@@ -153,24 +155,6 @@ class GenerateConfig:
                 raise ConfigError(f"generate.{name} must be at least 1. Got {getattr(self, name)} instead.")
 
 
-@dataclass
-class RunConfig:
-    pool: PoolConfig = field(default_factory=PoolConfig)
-    eval: PoolConfig | None = None
-    labels: list[str] = field(default_factory=list)
-    embedder: str = DEFAULT_EMBEDDER
-    index: IndexConfig = field(default_factory=IndexConfig)
-    init: InitConfig = field(default_factory=InitConfig)
-    acquire: AcquireConfig = field(default_factory=AcquireConfig)
-    annotator: AnnotatorConfig = field(default_factory=AnnotatorConfig)
-    lm: LMConfig = field(default_factory=LMConfig)
-    learner: LearnerConfig = field(default_factory=LearnerConfig)
-    prices: PricesConfig = field(default_factory=PricesConfig)
-    stop: StopConfig = field(default_factory=StopConfig)
-    generate: GenerateConfig | None = None  # generation as a query source (off when absent)
-    seed: int = 0
-
-
 # ---------------------------------------------------------------------------------------------
 
 
@@ -243,23 +227,33 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+def read_recipe(path: str | Path, missing_hint: str = "") -> dict:
+    """A recipe file's data, as YAML gives it (a mapping), with clear errors for a missing file or bad YAML."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"Recipe '{path}' does not exist.{missing_hint}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe is a mapping of keys to values. Got {type(data).__name__} instead.")
+    return data
+
+
 def load_recipe(cls: type, path: str | Path | None = None, overrides: list[str] | None = None, *,
                 data: dict | None = None, pools: tuple[str, ...] = ("pool", "eval"), require_pool: bool = True,
                 missing_hint: str = "") -> Any:
     """A recipe dataclass ``cls``: defaults, then the YAML file at ``path`` (or ``data``), then
     ``a.b=value`` overrides. Relative paths of the ``pools`` fields are resolved against the file's
-    folder when they exist there. Every paradigm's recipe loader is this one."""
+    folder when they exist there. Every paradigm's recipe loader is this one. The ``paradigm`` key
+    (which paradigm a recipe is for) is read by :func:`curate.runs.start_run`, not by ``cls``."""
     base = Path(".")
     if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"Recipe '{path}' does not exist.{missing_hint}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
-        base = path.parent
-    config = from_dict(cls, apply_overrides(data or {}, overrides or []))
+        data = read_recipe(path, missing_hint)
+        base = Path(path).parent
+    data = {k: v for k, v in (data or {}).items() if k != "paradigm"}
+    config = from_dict(cls, apply_overrides(data, overrides or []))
     for name in pools:
         pool = getattr(config, name)
         if pool is not None and pool.path and not Path(pool.path).is_absolute() and (base / pool.path).exists():
@@ -267,9 +261,3 @@ def load_recipe(cls: type, path: str | Path | None = None, overrides: list[str] 
     if require_pool and not config.pool.path:
         raise ConfigError("The recipe names no pool: set pool.path.")
     return config
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Defaults, then the YAML file at ``path``, then ``overrides``; relative paths in the file are
-    resolved against the file's folder."""
-    return load_recipe(RunConfig, path, overrides)

@@ -7,11 +7,15 @@ diversity strategies (k-center, k-means, BADGE) need them, and they make ``save`
 
 FAISS positions are 0..n-1 in insertion order; ``ids`` maps them to pool ids, and ``-1`` means
 "no neighbour", as in FAISS.
+
+:func:`kmeans` is the one k-means of the project (k-means++ seeding, then FAISS Lloyd iterations):
+the k-means strategy, SelectLLM's groups and the coverage report all cluster with it.
 """
 
 from __future__ import annotations
 
 import json
+import operator
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +25,7 @@ import numpy as np
 
 from curate.errors import ConfigError, DataError
 
-__all__ = ["EmbeddingIndex"]
+__all__ = ["EmbeddingIndex", "kmeans"]
 
 _FORMAT_VERSION = 1
 
@@ -264,3 +268,121 @@ class EmbeddingIndex:
             index.factory_ = meta["factory"]
             index._tune(index._index)
         return index
+
+
+# ---------------------------------------------------------------------------------------------- k-means
+
+
+def kmeans(vectors: np.ndarray, k: int, *, rng: np.random.Generator, n_iter: int = 20,
+           seed_sample: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """k-means of the rows of ``vectors`` into ``k`` clusters: ``(centroids, assignment)``.
+
+    ``centroids`` is ``(k, d)`` float32, ``assignment`` the ``(n,)`` int64 number of each row's nearest
+    centroid (squared L2, exact). The steps, every random choice drawn from ``rng`` so that a result
+    depends only on the data and ``rng``:
+
+    1. k-means++ seeding (Arthur & Vassilvitskii 2007) on ``seed_sample`` rows drawn without
+       replacement (default ``max(32 * k, 10_000)``, all rows when there are fewer).
+    2. ``n_iter`` Lloyd iterations by FAISS from those seeds, with a FAISS seed drawn from ``rng``
+       (none is drawn when ``n_iter == 0``: the seeds are the centroids).
+    3. The assignment of every row to its nearest centroid.
+
+    Vectors need not be normalised. ``k`` may equal the number of rows. Clusters can come out empty
+    (for instance when rows repeat); a caller that needs ``k`` non-empty groups refills them.
+    """
+    x = np.asarray(vectors)
+    if x.ndim != 2:
+        raise DataError(f"The 'vectors' passed to kmeans must be a 2-D array (n, d); got shape {x.shape}.")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise DataError(f"The 'vectors' passed to kmeans must be floating point; got {x.dtype}.")
+    n, d = x.shape
+    if n == 0 or d == 0:
+        raise DataError(f"kmeans needs at least one vector of at least one dimension; got shape {x.shape}.")
+    k = _int_parameter(k, "k")
+    if not 1 <= k <= n:
+        raise ConfigError(f"The 'k' parameter of kmeans must be between 1 and the number of vectors ({n}). "
+                          f"Got {k} instead.")
+    n_iter = _int_parameter(n_iter, "n_iter")
+    if n_iter < 0:
+        raise ConfigError(f"The 'n_iter' parameter of kmeans must be >= 0. Got {n_iter} instead.")
+    if seed_sample is None:
+        # Seeding is k sequential passes over the sample in numpy, O(m k d): a sample of 32 rows per
+        # centroid (10k at least, so small k still seeds on many rows) bounds that on large pools, and
+        # the Lloyd iterations then see every row. A cluster with no row in the sample gets no seed.
+        seed_sample = max(32 * k, 10_000)
+    seed_sample = _int_parameter(seed_sample, "seed_sample")
+    if seed_sample < k:
+        raise ConfigError(f"The 'seed_sample' parameter of kmeans must be at least k ({k}): k-means++ "
+                          f"seeds k distinct rows of the sample. Got {seed_sample} instead.")
+    if not isinstance(rng, np.random.Generator):
+        raise ConfigError(f"The 'rng' parameter of kmeans must be a numpy Generator (np.random.default_rng(seed)). "
+                          f"Got {type(rng).__name__} instead.")
+    # FAISS reads C-contiguous float32 and only asserts on anything else; a copy only when needed.
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if not np.isfinite(x).all():
+        raise DataError("The 'vectors' passed to kmeans contain NaN or infinite values.")
+
+    # The rng draws below, and their order, are part of the contract: KMeansCentroids' picks (and
+    # its tests and benchmarks) depend on them. Seeding is ours rather than FAISS's random init
+    # (k rows drawn uniformly): with few, unequal clusters, uniform draws often put two seeds in one
+    # big cluster and none in a small one, and Lloyd iterations rarely move a centroid across the gap;
+    # k-means++ draws each next seed proportionally to D^2, so well separated clusters each get one.
+    # (The k-means++ init of recent FAISS, ``init_method``, draws from FAISS's own generator, on its
+    # subsample: it would change KMeansCentroids' picks and not follow ``rng``.)
+    sample = np.sort(rng.choice(n, size=min(n, seed_sample), replace=False))
+    init = x[sample[_kmeanspp(x[sample], k, rng)]]
+    if n_iter > 0:
+        faiss = _faiss()
+        # min_points_per_centroid=1: small pools are legitimate here, not a reason to warn on stderr.
+        # FAISS trains on at most 256 rows per centroid (its default), subsampled with the seed below.
+        km = faiss.Kmeans(d, k, niter=n_iter, seed=int(rng.integers(2**31 - 1)), verbose=False,
+                          min_points_per_centroid=1)
+        km.train(x, init_centroids=init)
+        centroids = np.ascontiguousarray(km.centroids, dtype=np.float32)
+    else:
+        centroids = np.ascontiguousarray(init)
+    return centroids, _nearest_centroid(centroids, x)
+
+
+def _int_parameter(value, name: str) -> int:
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ConfigError(f"The '{name}' parameter of kmeans must be an integer. Got {value!r} instead.") from None
+
+
+def _nearest_centroid(centroids: np.ndarray, x: np.ndarray) -> np.ndarray:
+    flat = _faiss().IndexFlatL2(centroids.shape[1])
+    flat.add(centroids)
+    _, found = flat.search(x, 1)
+    return found[:, 0].astype(np.int64)
+
+
+def _kmeanspp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k-means++ seeding (Arthur & Vassilvitskii 2007): rows of ``x``, each next one drawn with
+    probability proportional to its squared distance to the nearest row drawn so far."""
+    n = len(x)
+    sq = np.einsum("ij,ij->i", x, x).astype(np.float64)
+    d2 = np.full(n, np.inf)
+    picks = np.empty(k, dtype=np.int64)
+    picks[0] = rng.integers(n)
+    for t in range(1, k):
+        c = picks[t - 1]
+        np.minimum(d2, np.clip(sq + sq[c] - 2.0 * (x @ x[c]), 0.0, None), out=d2)
+        d2[picks[:t]] = 0.0
+        picks[t] = _draw_proportional(d2, picks[:t], rng)
+    return picks
+
+
+def _draw_proportional(weights: np.ndarray, taken: np.ndarray, rng: np.random.Generator) -> int:
+    """One row drawn with probability proportional to ``weights`` (0 for the rows in ``taken``); when
+    every weight is 0 (all remaining rows coincide with taken ones), uniformly among the others.
+
+    Shared by k-means++ seeding here and BADGE (:mod:`curate.acquire.diversity`)."""
+    cum = np.cumsum(weights)
+    total = cum[-1]
+    if not total > 0:
+        free = np.setdiff1d(np.arange(len(weights)), taken)
+        return int(free[rng.integers(len(free))])
+    # side="right" skips zero-weight rows: a draw lands only where the cumulative sum rises.
+    return int(min(np.searchsorted(cum, rng.random() * total, side="right"), len(weights) - 1))

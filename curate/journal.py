@@ -9,6 +9,7 @@ primary key of the labels table, so no item can be bought twice.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import numpy as np
 
 from curate.annotate.base import Annotation
 from curate.errors import DataError
-from curate.ledger import Charge
+from curate.budget import Charge
 
 __all__ = ["Journal", "RoundRow"]
 
@@ -40,6 +41,7 @@ CREATE TABLE IF NOT EXISTS generated (
     item_id INTEGER PRIMARY KEY, round INTEGER NOT NULL, row TEXT NOT NULL, label TEXT, source TEXT NOT NULL,
     meta TEXT, created REAL NOT NULL);
 """
+_TABLES = tuple(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _SCHEMA))
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,25 @@ class Journal:
         self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")  # a committed label survives power loss, not just a crash
-        self.db.executescript(_SCHEMA)
+        self._create_schema()
+
+    def _create_schema(self) -> None:
+        """Create the tables a journal lacks, all of them in one transaction.
+
+        A kill can land between the file's creation (``sqlite3.connect`` makes it, 0 bytes; the WAL
+        pragma writes its header) and the schema's: such a file holds no table and is simply
+        initialised here on the next open. The tables are created together or not at all, so no
+        half-made schema persists. On a journal that has them all this step only reads.
+        """
+        have = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if have.issuperset(_TABLES):
+            return
+        try:
+            self.db.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}\nCOMMIT;")
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         self.db.close()

@@ -24,10 +24,11 @@ from curate.acquire.strategies import Random
 from curate.annotate.base import Annotator, AwaitingHumanLabels
 from curate.errors import ConfigError, DataError
 from curate.journal import Journal
-from curate.ledger import Ledger
+from curate.learners import capabilities_of
+from curate.budget import BatchFit, Ledger, Purse, worst_case
 from curate.stopping import History, MaxRounds, RoundRecord, StopCriterion
 
-__all__ = ["ActiveLoop", "LoopResult", "Purse"]
+__all__ = ["ActiveLoop", "LoopResult"]
 
 logger = logging.getLogger(__name__)
 
@@ -115,12 +116,17 @@ class ActiveLoop:
         self.initial_labels = dict(initial_labels or {})
         self.probes = list(probes)
         self.generators = list(generators)
-        if self.generators and not callable(getattr(learner, "add_rows", None)):
+        self.capabilities = capabilities_of(learner)
+        if self.generators and "add_rows" not in self.capabilities:
             raise ConfigError(f"generators add rows to the pool, and the learner {type(learner).__name__} cannot take "
                               "them: it needs an add_rows(pool, vectors) method.")
         self.base_size = len(pool)  # the pool as given; generated rows come after it
 
     # ------------------------------------------------------------------ the loop
+
+    def worst_case(self, rounds: int | None):
+        """The most this loop can spend over ``rounds`` rounds (:func:`curate.budget.worst_case`)."""
+        return worst_case(self, rounds)
 
     def run(self) -> LoopResult:
         journal = Journal(self.run_dir / "journal.sqlite")
@@ -136,7 +142,7 @@ class ActiveLoop:
             self._record_seed_labels(journal)
         self.ledger.entries = journal.charges()
         labels, attempted = journal.labels(), journal.attempted()
-        history = History(money_budget=self.ledger.budget)
+        history = History()
         rounds = journal.rounds()
         for row in rounds:
             if row.status == "trained":
@@ -155,10 +161,12 @@ class ActiveLoop:
                 reason = self.stopping.reason(history) if history.rounds else None
                 if reason:
                     break
-                size, reason, purse_micros = self._batch_size(r, len(labels), attempted)
+                fit = self._batch(r, len(labels), attempted)
+                reason = fit.stop_reason
                 if reason:
                     break
-                purse = Purse(self.ledger, journal, r, purse_micros)
+                size = fit.size
+                purse = Purse(self.ledger, journal.record_charge, r, fit.purse_micros)
                 # New candidates first (paid from the purse), so this round's acquisition sees them.
                 for k, source in enumerate(self.generators):
                     if source.due(r):
@@ -224,7 +232,7 @@ class ActiveLoop:
 
     def _record_seed_labels(self, journal: Journal) -> None:
         from curate.annotate.base import Annotation
-        from curate.ledger import Charge
+        from curate.budget import Charge
 
         for item_id, label in sorted(self.initial_labels.items()):
             journal.record(Annotation(int(item_id), label, "seed", 1.0, note="initial label"),
@@ -241,66 +249,50 @@ class ActiveLoop:
             raise ConfigError(f"{self.run_dir} holds a run of another pool or seed ({stored}); this one is {identity}. "
                               "Use a new run folder.")
 
-    def _batch_size(self, r: int, n_labels: int, attempted: set) -> tuple[int, str | None, int | None]:
-        """The round's batch size, why the run stops instead, and what probes may spend (micros)."""
+    def _batch(self, r: int, n_labels: int, attempted: set) -> BatchFit:
+        """The round's batch: its size, or why the run stops instead, and the round's purse."""
         wanted = self.init_size if r == 0 else self.batch_size
         left = len(self.pool) - len(attempted)
         if wanted == 0:
-            return 0, None, 0
+            return BatchFit(0, None, 0)
         if left == 0:
-            return 0, "the pool is exhausted: every item was labelled", None
+            return BatchFit(0, "the pool is exhausted: every item was labelled", None)
         size = min(wanted, left)
         if self.label_budget is not None:
             size = min(size, self.label_budget - n_labels)
             if size <= 0:
-                return 0, f"label budget of {self.label_budget} reached", None
+                return BatchFit(0, f"label budget of {self.label_budget} reached", None)
         prices = self.ledger.prices
         if self._exact_costs():
             open_ids = np.setdiff1d(np.arange(len(self.pool), dtype=np.int64), np.fromiter(attempted, np.int64))
             per_item = int(np.min(self.annotator.item_micros(self.pool, open_ids, prices)))  # the cheapest
         else:
             per_item = self.annotator.worst_case_micros(prices)
-        if self.ledger.budget_micros is None:
-            return size, None, None
-        money = self.ledger.budget_micros - self.ledger.spent_micros
         reserve = sum(int(p.worst_case_micros(prices)) for p in self.probes) if r > 0 else 0
         reserve += sum(int(g.worst_case_micros(prices)) for g in self.generators if g.due(r))
-        # Probes give way to labels: when both no longer fit, the money left buys labels only.
-        for_items = money - reserve if money - reserve >= per_item else money
-        if per_item > for_items:
-            return 0, f"money budget reached ({self.ledger.describe()}); one more label could cost {per_item / 1e6:.6f}", None
-        if self._exact_costs():
-            return size, None, money - for_items  # the selection is trimmed to exact costs afterwards
-        affordable = size if per_item <= 0 else min(size, for_items // per_item)
-        if affordable < size:
-            logger.info("round %d: batch shrinks from %d to %d to fit the money budget", r, size, affordable)
-        return int(affordable), None, money - affordable * per_item
+        fit = self.ledger.fit_batch(size, per_item_micros=per_item, reserve_micros=reserve, exact=self._exact_costs())
+        if fit.size < size and not fit.stop_reason:
+            logger.info("round %d: batch shrinks from %d to %d to fit the money budget", r, size, fit.size)
+        return fit
 
     def _exact_costs(self) -> bool:
         return callable(getattr(self.annotator, "item_micros", None))
 
     def _affordable(self, state: PoolState, purse_micros: int) -> PoolState:
         """Only candidates that fit the money left for labels (the rest could never be bought)."""
-        money = self.ledger.budget_micros - self.ledger.spent_micros - purse_micros
         cands = state.candidates
-        fits = np.asarray(self.annotator.item_micros(self.pool, cands, self.ledger.prices)) <= money
+        fits = np.asarray(self.annotator.item_micros(self.pool, cands, self.ledger.prices)) <= (
+            self.ledger.left_micros - purse_micros)
         return state if fits.all() else state.narrowed(cands[fits])
 
     def _trim(self, selection, r: int):
         """Keep the selected items, in priority order, whose exact costs fit the money left."""
-        if self.ledger.budget_micros is None:
-            return selection, None
-        money = self.ledger.budget_micros - self.ledger.spent_micros
-        costs = np.asarray(self.annotator.item_micros(self.pool, selection.ids, self.ledger.prices), dtype=np.int64)
-        keep = []
-        for k, cost in enumerate(costs.tolist()):
-            if cost <= money:
-                keep.append(k)
-                money -= cost
+        keep = self.ledger.trim(self.annotator.item_micros(self.pool, selection.ids, self.ledger.prices))
         if not keep:
             return selection, f"money budget reached ({self.ledger.describe()}); no selected item fits what is left"
-        if len(keep) < len(costs):
-            logger.info("round %d: batch trimmed from %d to %d items by their exact costs", r, len(costs), len(keep))
+        if len(keep) < len(selection.ids):
+            logger.info("round %d: batch trimmed from %d to %d items by their exact costs", r, len(selection.ids),
+                        len(keep))
             scores = None if selection.scores is None else selection.scores[keep]
             selection = replace(selection, ids=selection.ids[keep], scores=scores)
         return selection, None
@@ -308,7 +300,7 @@ class ActiveLoop:
     def _state(self, labels: dict, attempted: set) -> PoolState:
         probs, arrays = None, {}
         # Learners whose labels are not classes (responses) have no class probabilities to give.
-        if labels and callable(getattr(self.learner, "predict_proba", None)):
+        if labels and "probs" in self.capabilities:
             probs = self.learner.predict_proba(np.arange(len(self.pool)))
         if labels and self.extra_arrays is not None:
             arrays = dict(self.extra_arrays(self.learner))
@@ -383,40 +375,6 @@ class ActiveLoop:
         texts = [g["row"].get("text", g["row"].get("prompt")) for g in rows]
         self._append([g["row"] for g in rows], self.generators[0].embedder.encode(texts))
         logger.info("re-appended %d generated rows from the journal", len(rows))
-
-
-class Purse:
-    """Money a strategy may spend while it selects (a teacher probe), at most ``limit_micros``
-    (None: no money budget). Each charge goes to the run's ledger and journal as it is made, so a
-    run killed mid-selection still knows what it spent."""
-
-    def __init__(self, ledger: Ledger, journal: Journal, round: int, limit_micros: int | None) -> None:
-        self.ledger = ledger
-        self.journal = journal
-        self.round = round
-        self.limit_micros = limit_micros
-        self.spent_micros = 0
-
-    @property
-    def left_micros(self) -> int | None:
-        return None if self.limit_micros is None else self.limit_micros - self.spent_micros
-
-    def price(self, *, input_tokens: int = 0, output_tokens: int = 0) -> int:
-        return self.ledger.price(input_tokens=input_tokens, output_tokens=output_tokens)
-
-    def can_afford(self, micros: int) -> bool:
-        return self.limit_micros is None or micros <= self.left_micros
-
-    def charge(self, source: str, *, input_tokens: int = 0, output_tokens: int = 0):
-        """Bill tokens (not a label: the charge names no item); refuse one over the purse."""
-        micros = self.price(input_tokens=input_tokens, output_tokens=output_tokens)
-        if not self.can_afford(micros):
-            raise ConfigError(f"A {source} charge of {micros / 1e6:.6f} is over what selection may spend "
-                              f"({self.left_micros / 1e6:.6f} left).")
-        charge = self.ledger.charge(source, input_tokens=input_tokens, output_tokens=output_tokens, round=self.round)
-        self.journal.record_charge(charge)
-        self.spent_micros += charge.micros
-        return charge
 
 
 def _describe(strategy: Strategy) -> str:

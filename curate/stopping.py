@@ -30,7 +30,6 @@ class RoundRecord:
 @dataclass
 class History:
     rounds: list[RoundRecord] = field(default_factory=list)
-    money_budget: float | None = None  # for MoneyBudget to compare against
 
     @property
     def last(self) -> RoundRecord | None:

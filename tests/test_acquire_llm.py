@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from curate.acquire import PoolState, TopK, make_strategy
-from curate.acquire.llm import IFD, AskLLM, SelectLLM
+from curate.acquire.llm import IFD, AskLLM, SelectLLM, _kmeans_groups
 from curate.backends.base import BaseBackend, TokenLogprobs
 from curate.errors import ConfigError
 from curate.index import EmbeddingIndex
@@ -93,6 +93,27 @@ def test_select_llm_takes_the_lms_pick_in_each_cluster():
     sel = SelectLLM(backend, per_cluster=5).select(PoolState.of(pool, index=index), 3, rng=np.random.default_rng(1))
     assert sorted(pool.texts(sel.ids)) == ["cluster0 item3", "cluster1 item1", "cluster2 item4"]
     assert sel.info["input_tokens"] == 30 and sel.info["clusters"] == 3
+
+
+def test_select_llm_groups_are_the_planted_clusters_small_one_included():
+    # A group of 3 among two of 40: k-means++ seeds (the shared kmeans) give it a cluster of its own.
+    rng = np.random.default_rng(2)
+    label = np.repeat([0, 1, 2], [40, 40, 3])
+    vecs = (np.eye(8)[label] + 0.02 * rng.normal(size=(len(label), 8))).astype(np.float32)
+    for seed in range(5):
+        groups = _kmeans_groups(vecs, 3, np.random.default_rng(seed))
+        assert sorted(sorted(g.tolist()) for g in groups) == [np.flatnonzero(label == c).tolist() for c in range(3)]
+    again = _kmeans_groups(vecs, 3, np.random.default_rng(0))
+    assert [g.tolist() for g in again] == [g.tolist() for g in _kmeans_groups(vecs, 3, np.random.default_rng(0))]
+
+
+def test_select_llm_groups_are_never_empty():
+    # Two distinct rows, five copies each, three groups: k-means leaves a cluster empty; it is refilled.
+    vecs = np.repeat(np.eye(3, dtype=np.float32)[:2], 5, axis=0)
+    groups = _kmeans_groups(vecs, 3, np.random.default_rng(0))
+    assert len(groups) == 3 and all(len(g) for g in groups)
+    assert sorted(np.concatenate(groups).tolist()) == list(range(10))
+    assert [[i] for i in range(4)] == [g.tolist() for g in _kmeans_groups(vecs[:4], 5, np.random.default_rng(0))]
 
 
 def test_registry_builds_llm_strategies_with_a_backend():

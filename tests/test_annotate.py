@@ -17,7 +17,7 @@ from curate.annotate.llm import LLMAnnotator, parse_label, split_tokens
 from curate.backends.base import Generation, TokenLogprobs, Usage
 from curate.errors import ConfigError, DataError
 from curate.index import EmbeddingIndex
-from curate.ledger import Prices
+from curate.budget import Prices
 from curate.pool import load_pool
 from curate.stopping import cohen_kappa
 

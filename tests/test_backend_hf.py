@@ -144,3 +144,32 @@ def test_shared_prompt_head_is_computed_once_with_identical_results(tiny_lm_dir)
     b = without.option_logprobs(prompts, ["yes", "no"], normalize=False)
     np.testing.assert_allclose(a, b, atol=1e-4)
     assert with_head.usage.input_tokens < without.usage.input_tokens  # the head was read once, not four times
+
+
+def test_score_options_reuses_each_groups_head_with_the_same_results(tiny_lm_dir):
+    heads = ["the film was wonderful and moving. the food was cold and the service rude. ",
+             "a great phone with a long battery life. terrible plot and a boring ending. "]
+    tails = ["the cat sat", "a great phone", "what is the capital", "numbers 0 1 2 3 4"]
+    prompts = [h + t for h in heads for t in tails] + ["positive negative neutral"]
+    groups = ["a"] * 4 + ["b"] * 4 + ["c"]
+    backend = TransformersBackend(str(tiny_lm_dir), device="cpu", min_shared_prefix=4)
+    alone = TransformersBackend(str(tiny_lm_dir), device="cpu", min_shared_prefix=10**6)
+    reference = alone.option_logprobs(prompts, ["yes", "no"], normalize=False)
+    result = backend.score_options(prompts, ["yes", "no"], groups=groups, normalize=False, max_batch_tokens=64,
+                                   max_batch_size=2)
+    np.testing.assert_allclose(result.logprobs, reference, atol=1e-4)
+    stats = result.stats
+    assert stats.prompts == 9 and stats.groups == 3 and stats.shared_tokens > 0  # two shared heads, one alone
+    assert stats.forward_tokens == backend.usage.input_tokens < alone.usage.input_tokens
+    assert stats.forward_tokens + stats.shared_tokens == alone.usage.input_tokens  # every token once, heads once
+    # groups=None: one group of all prompts, exactly option_logprobs.
+    np.testing.assert_array_equal(backend.score_options(prompts, ["yes", "no"]).logprobs,
+                                  backend.option_logprobs(prompts, ["yes", "no"]))
+    # Options of several tokens are scored as completions; the tokens read still count.
+    multi = backend.score_options(prompts[:2], ["wonderful film", "boring ending"], groups=["a", "a"])
+    np.testing.assert_allclose(multi.logprobs, backend.option_logprobs(prompts[:2], ["wonderful film", "boring ending"]))
+    assert multi.stats.prompts == 2 and multi.stats.forward_tokens > 0 and multi.stats.shared_tokens == 0
+    empty = backend.score_options([], ["yes", "no"])
+    assert empty.logprobs.shape == (0, 2) and empty.stats.prompts == 0
+    with pytest.raises(ConfigError, match="one key per prompt"):
+        backend.score_options(prompts, ["yes", "no"], groups=groups[:3])

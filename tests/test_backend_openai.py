@@ -207,6 +207,17 @@ def test_option_logprobs_pairs_each_prompt_with_each_option():
     np.testing.assert_allclose(scores, [expected, expected])
 
 
+def test_score_options_falls_back_to_option_logprobs_with_stats():
+    backend, _ = mock_backend(FakeOpenAI())
+    prompts = ["Q: yes or no? A:", "Again:"]
+    result = backend.score_options(prompts, [" yes", " no"], groups=[0, 0])
+    np.testing.assert_allclose(result.logprobs, backend.option_logprobs(prompts, [" yes", " no"]))
+    assert result.stats.prompts == 2 and result.stats.groups == 2
+    assert result.stats.forward_tokens == backend.usage.input_tokens // 2 > 0  # two identical calls so far
+    with pytest.raises(ConfigError, match="one key per prompt"):
+        backend.score_options(prompts, [" yes", " no"], groups=[0])
+
+
 def test_usage_is_recorded_from_each_response():
     backend, _ = mock_backend(FakeOpenAI(), batch_size=1)
     backend.completion_logprobs(["Hello", ""], [" big world", "Hi there"])

@@ -18,7 +18,7 @@ import pytest
 
 from curate.backends.base import LMBackend
 from curate.backends.vllm import VLLMBackend
-from curate.errors import BackendError, MissingDependencyError
+from curate.errors import BackendError, ConfigError, MissingDependencyError
 
 DECOY_ID = 999_999
 
@@ -221,3 +221,16 @@ def test_missing_prompt_logprobs_raise_a_backend_error(fake_vllm, monkeypatch):
     monkeypatch.setattr(LLM, "_answer", lambda self, prompt, params: RequestOutput([1, 2], None, []))
     with pytest.raises(BackendError, match="prompt_logprobs for None positions; expected 2"):
         backend.completion_logprobs(["a"], [" b"])
+
+
+def test_score_options_falls_back_to_option_logprobs_and_counts_tokens_read(fake_vllm):
+    backend = VLLMBackend("tiny")
+    prompts, options = ["Is it good? A:", "Is it bad? A:"], [" yes", " no"]
+    result = backend.score_options(prompts, options, groups=["k", "k"], max_batch_tokens=8)
+    np.testing.assert_array_equal(result.logprobs, backend.option_logprobs(prompts, options))
+    expected = np.array([-4.0, -3.0]) - np.logaddexp(-4.0, -3.0)  # the fake scores a token minus its length
+    np.testing.assert_allclose(result.logprobs, [expected, expected])
+    assert result.stats.prompts == 2 and result.stats.groups == 2 and result.stats.shared_tokens == 0
+    assert result.stats.forward_tokens == backend.usage.input_tokens // 2  # two identical calls so far
+    with pytest.raises(ConfigError, match="one key per prompt"):
+        backend.score_options(prompts, options, groups=["k"])

@@ -409,7 +409,7 @@ def test_icl_cells_evaluate_the_lm_with_the_labels_bought_so_far(tmp_path, tiny_
       seed: [0]
     schedules:
       default: {{init: 2, batch: 2, rounds: 2, init_strategy: same}}
-    paradigms:
+    options:
       icl: {{n_test: 6, k: 2, pool_per_seed: 40}}
     lm: {{backend: hf, model: "{tiny_lm_dir}", device: cpu}}
     prices: {{human_per_label: 1.0}}
@@ -435,7 +435,7 @@ def test_sft_cells_train_the_lm_round_by_round_and_measure_held_out_loglik(tmp_p
       seed: [0]
     schedules:
       default: {{init: 2, batch: 2, rounds: 2, init_strategy: random}}
-    paradigms:
+    options:
       sft: {{eval_n: 4, sample: 4, answer_tokens: 3, max_length: 48, train: {{max_steps: 1}},
              lora: {{r: 2, lora_alpha: 4, target_modules: all-linear}}}}
     lm: {{backend: hf, model: "{tiny_lm_dir}", device: cpu}}
@@ -478,8 +478,8 @@ def test_paradigm_options_fill_defaults_and_refuse_unknown_keys():
 
     grid = {"dataset": ["synthetic"], "strategy": ["random"]}
 
-    def bench(paradigms):
-        return from_dict(BenchConfig, {"grid": grid, "paradigms": paradigms})
+    def bench(options):
+        return from_dict(BenchConfig, {"grid": grid, "options": options})
 
     config = bench({"icl": {"k": 2}, "classification": {"C": 3.0}})
     assert ICLRunner(config).options["k"] == 2 and ICLRunner(config).options["n_test"] == 40
@@ -488,5 +488,5 @@ def test_paradigm_options_fill_defaults_and_refuse_unknown_keys():
     for runner, paradigm, typo, hint in ((ICLRunner, "icl", "n_tset", "n_test"), (SFTRunner, "sft", "eval", "eval_n"),
                                          (ClassificationRunner, "classification", "c", "C")):
         bad = bench({paradigm: {typo: 1}})
-        with pytest.raises(ConfigError, match=f"Unknown key 'paradigms.{paradigm}.{typo}'.*{hint}"):
+        with pytest.raises(ConfigError, match=f"Unknown key 'options.{paradigm}.{typo}'.*{hint}"):
             runner(bad)

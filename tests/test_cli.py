@@ -84,7 +84,7 @@ def test_demo_runs_a_short_real_loop(capsys, tmp_path):
 
 
 def test_demo_recipe_parses():
-    from curate.demo import demo_config
+    from curate.paradigms.classify.demo import demo_config
 
     config = demo_config(["stop.rounds=1"])
     assert config.stop.rounds == 1 and config.annotator.kind == "hybrid" and config.labels == ["positive", "negative"]

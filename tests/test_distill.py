@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from curate.errors import ConfigError, DataError
-from curate.ledger import Ledger, Prices
+from curate.budget import Ledger, Prices
 
 QUESTIONS = ["the cat sat on", "numbers 1 2 3", "what is the capital of france?", "the film was",
              "the food was cold", "a great phone with", "terrible plot and", "positive or negative?",
@@ -25,6 +25,14 @@ TRAIN = {"max_steps": 1, "per_device_train_batch_size": 4, "learning_rate": 1e-3
 
 
 @pytest.fixture(scope="module")
+
+def start_distill(config, run_dir, **options):
+    from curate.paradigms.distill import PARADIGM
+
+    from curate.runs import RunFolder, execute
+
+    return execute(PARADIGM, config, RunFolder(run_dir), **options).summary
+
 def gsm8k_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("gsm") / "train.jsonl"
     path.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in zip(QUESTIONS, ANSWERS, strict=True)))
@@ -110,7 +118,7 @@ def test_probe_disagreement_equals_a_direct_computation_and_is_billed_by_the_tok
 
     from curate.backends.hf import TransformersBackend
     from curate.journal import Journal
-    from curate.loop import Purse
+    from curate.budget import Purse
 
     pool = _pool(gsm8k_file)
     student = _learner(pool, str(tiny_lm_dir), tmp_path / "s")
@@ -119,7 +127,7 @@ def test_probe_disagreement_equals_a_direct_computation_and_is_billed_by_the_tok
     probe = TeacherProbe(student, teacher, tokens=k, sample=None, batch_size=3)
     ledger = Ledger(PRICES, budget=1.0)
     journal = Journal(tmp_path / "journal.sqlite")
-    purse = Purse(ledger, journal, 1, limit_micros=None)
+    purse = Purse(ledger, journal.record_charge, 1, limit_micros=None)
     probe.use_purse(purse)
     ids = np.array([0, 3, 5, 7])
     assert probe.buy(ids) == [0, 3, 5, 7]
@@ -155,7 +163,7 @@ def test_probe_disagreement_equals_a_direct_computation_and_is_billed_by_the_tok
     # A purse that holds two probes' worth buys two and ranks the rest last.
     tight = TeacherProbe(student, teacher, tokens=k, sample=None)
     cost = max(PRICES.micros(input_tokens=a, output_tokens=k) for _, a, _ in probe.paid_)
-    tight.use_purse(Purse(Ledger(PRICES, budget=1.0), journal, 2, limit_micros=2 * cost))
+    tight.use_purse(Purse(Ledger(PRICES, budget=1.0), journal.record_charge, 2, limit_micros=2 * cost))
     from curate.acquire.base import PoolState
 
     scores = tight.score(PoolState.of(pool), ids)
@@ -221,7 +229,6 @@ def _recipe(gsm8k_file, tiny_lm_dir, **over):
 
 
 def test_sequence_mode_full_rounds_with_the_probe(gsm8k_file, tiny_lm_dir, tmp_path):
-    from curate.paradigms.distill.run import start_distill
 
     summary = start_distill(_recipe(gsm8k_file, tiny_lm_dir), tmp_path / "run")
     assert summary["responses"] == 4 and len(summary["rounds"]) == 2
@@ -259,7 +266,6 @@ def test_the_money_budget_is_respected_exactly(gsm8k_file, tiny_lm_dir, tmp_path
 
 
 def test_token_mode_full_rounds_with_gkd_and_the_distillation_trainer(gsm8k_file, tiny_lm_dir, teacher_dir, tmp_path):
-    from curate.paradigms.distill.run import start_distill
 
     config = _recipe(gsm8k_file, tiny_lm_dir, **{"student.mode": "token", "teacher.model": str(teacher_dir),
                                                  "acquire.strategy": "random"})
@@ -337,7 +343,7 @@ def test_shipped_recipes_parse():
 
 def test_cli_runs_a_recipe_and_resumes(gsm8k_file, tiny_lm_dir, tmp_path, capsys):
     import yaml
-    from curate.paradigms.cli import main
+    from curate.cli import main
 
     recipe = tmp_path / "distill-tiny.yaml"
     config = _recipe(gsm8k_file, tiny_lm_dir, **{"stop.money": 0.5, "eval.accuracy_size": 0})
@@ -345,7 +351,7 @@ def test_cli_runs_a_recipe_and_resumes(gsm8k_file, tiny_lm_dir, tmp_path, capsys
 
     recipe.write_text(yaml.safe_dump(to_dict(config)))
     assert main(["distill", str(recipe), "--out", str(tmp_path / "run"), "--dry-run"]) == 0
-    assert "Worst-case cost: 0.500000 USD" in capsys.readouterr().out
+    assert "at most 0.5000 USD" in capsys.readouterr().out
     assert not (tmp_path / "run").exists()  # a dry run writes nothing
     assert main(["distill", str(recipe), "--out", str(tmp_path / "run"), "--set", "stop.rounds=1"]) == 0
     out = capsys.readouterr().out

@@ -25,7 +25,7 @@ from curate.generate import (
 )
 from curate.generate.filters import FilterReport
 from curate.index import EmbeddingIndex
-from curate.ledger import Ledger, Prices
+from curate.budget import Ledger, Prices
 from curate.pool import load_pool
 
 
@@ -178,6 +178,19 @@ def test_coverage_steers_to_unlabelled_clusters():
     assert near and all(i >= 50 for i in near)  # examples come from the clusters with no labels
     clusters = cluster_pool(index, [], clusters=4, rng=np.random.default_rng(1))
     assert sum(c.size for c in clusters) == 100
+
+
+def test_cluster_central_ids_are_nearest_the_centroid_on_an_unnormalised_index():
+    # Blob A's mean is (5, 0): rows 1 and 3 are nearest it, row 2 has the largest inner product with
+    # it; in blob B the largest inner product is row 5's, the nearest row 4's.
+    a = [[4.0, 0.0], [5.0, 0.1], [6.0, 0.0], [5.0, -0.1]]
+    b = [[-5.0, 0.0], [-5.1, 0.1], [-4.9, 0.0]]
+    index = EmbeddingIndex.from_vectors(np.array(a + b), kind="flat", normalize=False)
+    reports = cluster_pool(index, [1], clusters=2, rng=np.random.default_rng(0))
+    by_size = {r.size: r for r in reports}
+    assert sorted(by_size) == [3, 4]
+    assert by_size[4].central_ids.tolist()[:2] == [1, 3] and by_size[4].labelled == 1
+    assert by_size[3].central_ids.tolist() == [4, 6, 5]  # from (-5, 0.033): 0.001, 0.011, 0.014
 
 
 def test_cascade_screens_before_the_strong_annotator():

@@ -14,7 +14,7 @@ from curate.generate import DuplicateFilter, GenerationQuery, Generator, LengthF
 from curate.index import EmbeddingIndex
 from curate.journal import Journal
 from curate.learners import EmbeddingClassifier
-from curate.ledger import Ledger, Prices
+from curate.budget import Ledger, Prices
 from curate.loop import ActiveLoop
 from curate.pool import load_pool
 from curate.stopping import MaxRounds
@@ -190,21 +190,24 @@ def test_recipe_generate_block_runs_and_writes_generated_rows(tmp_path, tiny_lm_
     import json
     from importlib import resources
 
-    from curate.config import load_config
-    from curate.run import estimate_cost, generation_summary, start_run
+    from curate.paradigms.classify import PARADIGM
+    from curate.paradigms.classify.config import load_classify_config as load_config
+    from curate.paradigms.classify.run import generation_summary
+    from curate.runs import RunFolder, execute
 
     recipe = resources.files("recipes") / "reviews-generate.yaml"
     overrides = [f"lm.model={tiny_lm_dir}", "lm.device=cpu", "generate.label_threshold=0", "generate.min_chars=1",
                  "generate.max_new_tokens=8", "stop.rounds=3", "init.size=4", "acquire.batch_size=4"]
     config = load_config(str(recipe), overrides)
     assert config.generate.per_round == 4 and config.generate.label == "intended"
-    result, estimate = start_run(config, tmp_path / "run")
+    outcome = execute(PARADIGM, config, RunFolder(tmp_path / "run"))
+    result, estimate = outcome.result, outcome.estimate
     plain = load_config(str(recipe), [*overrides, "generate=null"])
-    from curate.annotate.base import GoldAnnotator
 
     # The estimate counts what generation may spend in its due rounds (1 and 2) on top of the labels.
     base = len(load_pool("sample:reviews"))
-    assert estimate.total_worst_case > estimate_cost(plain, base, GoldAnnotator()).total_worst_case
+    plain_estimate = execute(PARADIGM, plain, RunFolder(tmp_path / "plain"), dry_run=True).estimate
+    assert estimate.total_worst_case > plain_estimate.total_worst_case
     assert estimate.generation_worst_case > 0 and "+ generation at most" in estimate.describe()
     rows = [json.loads(line) for line in (tmp_path / "run" / "generated.jsonl").read_text().splitlines()]
     journal = Journal(tmp_path / "run" / "journal.sqlite")

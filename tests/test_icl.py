@@ -346,6 +346,28 @@ def test_score_options_equals_a_plain_full_logits_loop(tiny_backend):
         score_options(tiny_backend, texts, builder.options, groups=keys[:3])
 
 
+def test_score_options_hands_groups_and_limits_to_the_backend_and_adds_up_its_stats():
+    from curate.backends.base import OptionScores
+
+    class Recording(Scripted):
+        def score_options(self, prompts, options, **kwargs):
+            self.calls.append(kwargs)
+            return super().score_options(prompts, options, **kwargs)
+
+    backend = Recording({"good": 0.9})
+    backend.calls = []
+    prompts = ["Review: good\nSentiment:", "Review: bad\nSentiment:"]
+    stats = ScoringStats(prompts=5, forward_tokens=7)  # a caller's running total
+    logp = score_options(backend, prompts, ["positive", "negative"], max_batch_tokens=32, max_batch_size=2, stats=stats)
+    np.testing.assert_allclose(np.exp(logp), [[0.9, 0.1], [0.5, 0.5]])
+    # groups=None: each prompt alone; the paradigm's batch limits are the backend's for this call.
+    assert backend.calls == [{"groups": [0, 1], "normalize": True, "max_batch_tokens": 32, "max_batch_size": 2}]
+    assert (stats.prompts, stats.forward_tokens, stats.groups) == (7, 7, 2)  # scripted: no tokens read
+    score_options(backend, prompts, ["positive", "negative"], groups=["d", "d"])
+    assert backend.calls[-1]["groups"] == ["d", "d"]
+    assert isinstance(backend.score_options(prompts, ["positive", "negative"]), OptionScores)
+
+
 # ---------------------------------------------------------------------------------------------- evaluation
 
 
@@ -454,7 +476,7 @@ def test_votek_through_the_loop_equals_a_direct_recomputation(tmp_path):
     from curate.paradigms.icl.annotate import plan_annotation, select_and_annotate
 
     from curate.annotate import GoldAnnotator
-    from curate.ledger import Ledger, Prices
+    from curate.budget import Ledger, Prices
 
     pool, x, index = small_pool()
     plan = plan_annotation(AnnotateConfig(strategy="votek", budget=8, params={"k": 4}))
@@ -570,7 +592,7 @@ def test_cli_errors_and_register(cli_files, capsys):
     recipe, pool, _ = cli_files
     with pytest.raises(ConfigError, match="No test inputs"):
         cli.run_eval(parse(cli.add_eval_arguments, ["--pool", str(pool), "--labels", "no,yes"]))
-    assert main(["icl", "select", "--pool", str(pool), "--out", "/tmp/x.jsonl"], extensions=[cli.register]) == 2
+    assert main(["icl", "select", "--pool", str(pool), "--out", "/tmp/x.jsonl"]) == 2
     assert "No test inputs" in capsys.readouterr().err
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from curate.errors import ConfigError, DataError
-from curate.index import EmbeddingIndex
+from curate.index import EmbeddingIndex, kmeans
 
 
 def clustered(n: int, d: int = 24, clusters: int = 20, seed: int = 0) -> np.ndarray:
@@ -142,3 +142,93 @@ def test_hnsw_search_effort_grows_with_size():
     assert small.ef_search == 128
     pinned = EmbeddingIndex.from_vectors(clustered(300), kind="hnsw", ef_search=40)
     assert pinned.ef_search == 40 and pinned._index.hnsw.efSearch == 40
+
+
+# ---------------------------------------------------------------------------------------------- k-means
+
+
+def blobs(sizes, d: int = 8, spread: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian blobs around centers 10 apart; returns (float32 rows, blob of each row), rows shuffled."""
+    rng = np.random.default_rng(seed)
+    centers = 10.0 * rng.standard_normal((len(sizes), d))
+    label = np.repeat(np.arange(len(sizes)), sizes)
+    x = centers[label] + spread * rng.standard_normal((len(label), d))
+    perm = rng.permutation(len(label))
+    return x[perm].astype(np.float32), label[perm]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_kmeans_gives_each_planted_blob_one_centroid(seed):
+    # One blob of 8 among three of 150: uniform seeding (FAISS's default) usually misses it.
+    sizes = [150, 150, 150, 8]
+    x, label = blobs(sizes, seed=seed)
+    centroids, assign = kmeans(x, 4, rng=np.random.default_rng(seed))
+    assert centroids.shape == (4, 8) and centroids.dtype == np.float32 and centroids.flags.c_contiguous
+    assert assign.shape == (len(x),) and assign.dtype == np.int64
+    # The clustering is the planted partition: each blob's rows all share one cluster, its own.
+    blob_of_cluster = {}
+    for b in range(4):
+        got = np.unique(assign[label == b])
+        assert len(got) == 1, (b, got)
+        blob_of_cluster[int(got[0])] = b
+    assert sorted(blob_of_cluster) == [0, 1, 2, 3]
+    # ... and every centroid sits on its blob's mean.
+    for c, b in blob_of_cluster.items():
+        np.testing.assert_allclose(centroids[c], x[label == b].astype(np.float64).mean(axis=0), atol=1e-4)
+
+
+def test_kmeans_is_a_function_of_the_data_and_rng():
+    x, _ = blobs([60, 60, 60, 60], seed=1)
+    a = kmeans(x, 6, rng=np.random.default_rng(3))
+    b = kmeans(x, 6, rng=np.random.default_rng(3))
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    # Float64 and non-contiguous input is the same data: the same result.
+    c = kmeans(np.asfortranarray(x.astype(np.float64)), 6, rng=np.random.default_rng(3))
+    np.testing.assert_array_equal(a[0], c[0])
+    np.testing.assert_array_equal(a[1], c[1])
+    # A different rng draws different seeds (6 centroids over 4 blobs: no single right answer).
+    others = [kmeans(x, 6, rng=np.random.default_rng(s))[0] for s in range(4, 8)]
+    assert any(not np.array_equal(a[0], o) for o in others)
+
+
+def test_kmeans_seeds_are_rows_and_each_row_goes_to_its_nearest_centroid():
+    x, label = blobs([30, 30, 30, 30], seed=2)
+    seeds, assign = kmeans(x, 4, rng=np.random.default_rng(0), n_iter=0)
+    # k-means++ seeds are data rows, one per blob (they are drawn from a sample of 50 rows here).
+    again, _ = kmeans(x, 4, rng=np.random.default_rng(0), n_iter=0, seed_sample=50)
+    for s in (seeds, again):
+        rows = [int(np.flatnonzero((x == c).all(axis=1))[0]) for c in s]
+        assert sorted(label[rows].tolist()) == [0, 1, 2, 3]
+    d2 = ((x[:, None, :].astype(np.float64) - seeds[None, :, :]) ** 2).sum(axis=2)
+    np.testing.assert_array_equal(assign, d2.argmin(axis=1))
+    # k = n: every row is its own cluster.
+    small = x[:5]
+    centroids, assign = kmeans(small, 5, rng=np.random.default_rng(0))
+    assert sorted(assign.tolist()) == [0, 1, 2, 3, 4]
+
+
+def test_kmeans_input_checks():
+    x, _ = blobs([10, 10], d=3)
+    rng = np.random.default_rng(0)
+    with pytest.raises(DataError, match=r"'vectors' .* 2-D array"):
+        kmeans(x[0], 2, rng=rng)
+    with pytest.raises(DataError, match=r"'vectors' .* floating point"):
+        kmeans(np.ones((4, 3), dtype=np.int64), 2, rng=rng)
+    with pytest.raises(DataError, match="NaN or infinite"):
+        kmeans(np.where(np.arange(3) == 1, np.nan, x), 2, rng=rng)
+    with pytest.raises(DataError, match="at least one vector"):
+        kmeans(np.zeros((0, 3), dtype=np.float32), 1, rng=rng)
+    for bad in (0, 21):
+        with pytest.raises(ConfigError, match=rf"'k' parameter of kmeans must be between 1 and the number of vectors \(20\)\. Got {bad}"):
+            kmeans(x, bad, rng=rng)
+    with pytest.raises(ConfigError, match="'k' parameter of kmeans must be an integer"):
+        kmeans(x, 2.5, rng=rng)
+    with pytest.raises(ConfigError, match="'n_iter' parameter of kmeans must be >= 0"):
+        kmeans(x, 2, rng=rng, n_iter=-1)
+    with pytest.raises(ConfigError, match=r"'seed_sample' parameter of kmeans must be at least k \(3\)"):
+        kmeans(x, 3, rng=rng, seed_sample=2)
+    with pytest.raises(ConfigError, match="'rng' parameter of kmeans must be a numpy Generator"):
+        kmeans(x, 2, rng=0)
+    # numpy integers are integers.
+    assert kmeans(x, np.int64(2), rng=rng)[0].shape == (2, 3)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from curate.errors import ConfigError
-from curate.ledger import MICROS, Ledger, Prices
+from curate.budget import MICROS, Ledger, Prices
 from curate.stopping import (
     AllOf,
     AnyOf,

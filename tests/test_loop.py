@@ -19,7 +19,7 @@ from curate.acquire import make_strategy
 from curate.annotate.base import Annotation, AwaitingHumanLabels, GoldAnnotator
 from curate.errors import ConfigError
 from curate.learners import EmbeddingClassifier
-from curate.ledger import Ledger, Prices
+from curate.budget import Ledger, Prices
 from curate.loop import ActiveLoop
 from curate.pool import load_pool
 from curate.stopping import Plateau
@@ -30,7 +30,7 @@ WORKER = textwrap.dedent('''
     from curate.acquire import make_strategy
     from curate.annotate.base import GoldAnnotator
     from curate.learners import EmbeddingClassifier
-    from curate.ledger import Ledger, Prices
+    from curate.budget import Ledger, Prices
     from curate.loop import ActiveLoop
     from curate.pool import load_pool
     from curate.stopping import MaxRounds
@@ -148,42 +148,89 @@ def test_bad_parameters(tmp_path):
         make_loop(tmp_path, batch_size=0)
 
 
+def _labels_in(journal: Path) -> int:
+    """Labels committed in a journal. A file a kill left before its schema was made (0 bytes, or
+    only the WAL header) holds none. Read-write, as any SQLite client, so that it may roll back what
+    a kill left half-written; a file that is not there is not created."""
+    if not journal.exists():
+        return 0
+    db = sqlite3.connect(journal, timeout=60)
+    try:
+        return db.execute("SELECT COUNT(*) FROM labels").fetchone()[0]
+    except sqlite3.OperationalError as e:
+        if "no such table" not in str(e):
+            raise
+        return 0
+    finally:
+        db.close()
+
+
+def _kill_when(proc: subprocess.Popen, journal: Path, *, after: float | None = None, labels: int | None = None,
+               delay: float = 0.0) -> bool:
+    """SIGKILL ``proc`` once ``after`` seconds have passed since its start or ``journal`` holds
+    ``labels`` labels (whichever comes first; then ``delay`` more seconds). False if it exited first."""
+    start = time.perf_counter()
+    while proc.poll() is None:
+        if (after is not None and time.perf_counter() - start >= after) or \
+                (labels is not None and _labels_in(journal) >= labels):
+            time.sleep(delay)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.005)
+    return False
+
+
 def test_sigkill_at_random_points_then_resume(tmp_path):
     """Kill a running loop with SIGKILL at random instants, resume until it finishes, and check
     the journal: every label exactly once, one charge per label, and the same labels an
-    uninterrupted run buys."""
+    uninterrupted run buys.
+
+    No kill depends on the machine's speed to land where it is counted: the first start is killed
+    at a random instant early on (start-up, the journal's creation, the first labels: at the latest
+    once 15 are in); the next two once the journal holds a random number of labels well short of
+    all of them, so at least two kills land mid-run (the labels come at SLOW's pace, a sleep, so
+    the last 40 or more take at least 0.4 s however fast the machine is); the later starts at
+    random fractions of an uninterrupted run's wall time, which may land anywhere or after the end.
+    """
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER)
-    env = {**os.environ, "SLOW": "0.004", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "SLOW": "0.01", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     clock = time.perf_counter()
     reference = subprocess.run([sys.executable, str(worker), str(tmp_path / "ref")], env=env,
                                capture_output=True, text=True, check=True)
     whole = time.perf_counter() - clock  # one uninterrupted run, start-up included (slower on a busy machine)
     expected = json.loads(reference.stdout.strip().splitlines()[-1])["labels"]
+    assert len(expected) == 15 * 8
     rng = np.random.default_rng(11)
     run_dir = tmp_path / "killed"
-    mid_run_kills = 0
-    for _ in range(8):
-        proc = subprocess.Popen([sys.executable, str(worker), str(run_dir)], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-        try:
-            proc.communicate(timeout=float(rng.uniform(0.3, 1.0) * whole))
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.communicate()
-            if (run_dir / "journal.sqlite").exists():
-                got = sqlite3.connect(run_dir / "journal.sqlite").execute("SELECT COUNT(*) FROM labels").fetchone()[0]
-                mid_run_kills += 0 < got < len(expected)
-            continue
-        break
+    journal = run_dir / "journal.sqlite"
+    landed = []  # labels in the journal after each kill
+    for k in range(8):
+        if k == 0:
+            when = dict(after=float(rng.uniform(0.0, 0.3) * whole), labels=15)
+        elif k < 3:
+            when = dict(labels=_labels_in(journal) + int(rng.integers(1, 30)), delay=float(rng.uniform(0, 0.02)))
+        else:
+            when = dict(after=float(rng.uniform(0.05, 1.0) * whole))
+        with open(tmp_path / f"stderr{k}.txt", "w+") as err:
+            proc = subprocess.Popen([sys.executable, str(worker), str(run_dir)], env=env, stdout=subprocess.DEVNULL,
+                                    stderr=err, text=True)
+            killed = _kill_when(proc, journal, **when)
+            err.seek(0)
+            assert killed or proc.returncode == 0, err.read()  # a resumed start that ends, ends well
+        if not killed:
+            break
+        landed.append(_labels_in(journal))
     # Whatever is left, the last start finishes (no kill).
     proc = subprocess.run([sys.executable, str(worker), str(run_dir)], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert mid_run_kills >= 2  # the run really was interrupted mid-way, more than once
+    print("labels after each kill:", landed)
+    assert sum(0 < n < len(expected) for n in landed) >= 2, landed  # really interrupted mid-way, more than once
     final = json.loads(out.strip().splitlines()[-1])["labels"]
     assert final == expected
-    db = sqlite3.connect(run_dir / "journal.sqlite")
+    db = sqlite3.connect(journal)
     ids = [r[0] for r in db.execute("SELECT item_id FROM labels")]
     assert len(ids) == len(set(ids)) == len(expected) == 15 * 8
     charged = [r[0] for r in db.execute("SELECT item_id FROM charges")]

@@ -253,7 +253,7 @@ def test_judge_tie_rules():
 
 def test_judge_annotates_bills_tokens_and_routes_unsure_pairs_to_people():
     from curate.annotate.hybrid import HybridAnnotator
-    from curate.ledger import Prices
+    from curate.budget import Prices
 
     lm = ScriptedJudgeLM({"good": 1.0, "bad": -1.0}, bias=2.0)
     judge = PairwiseJudge(lm, max_response_tokens=1)
@@ -341,7 +341,7 @@ def test_a_full_loop_round_with_dpo_steps_margins_and_export(tiny_lm_dir, tmp_pa
     from curate.paradigms.preference.dpo import DPOLearner
     from curate.paradigms.preference.export import journal_provenance
 
-    from curate.ledger import Ledger, Prices
+    from curate.budget import Ledger, Prices
     from curate.loop import ActiveLoop
     from curate.stopping import MaxRounds
 
@@ -458,7 +458,9 @@ def test_iterative_dpo_recipe_samples_judges_and_trains(tmp_path, monkeypatch, t
     """The prefs-dpo pipeline on the tiny model: candidates sampled from the policy, labelled by the
     judge, two LoRA DPO rounds, the labelled pairs exported with the judge's provenance."""
     from curate.paradigms.preference.config import load_prefs_config
-    from curate.paradigms.preference.run import start_prefs
+    from curate.paradigms.preference import PARADIGM
+
+    from curate.runs import RunFolder, execute
 
     import curate.embed
 
@@ -473,7 +475,8 @@ def test_iterative_dpo_recipe_samples_judges_and_trains(tmp_path, monkeypatch, t
         "learner": {"kind": "dpo", "lora": LORA, "train": DPO_TRAIN},
         "lm": {"model": str(tiny_lm_dir), "device": "cpu"}, "prices": {"llm_input_per_million": 1.0},
         "stop": {"rounds": 2}})
-    result, path, worst = start_prefs(config, tmp_path / "run")
+    outcome = execute(PARADIGM, config, RunFolder(tmp_path / "run"))
+    result, path, worst = outcome.result, Path(outcome.summary["export"]), outcome.estimate.total_worst_case
     assert result.stop_reason == "2 rounds done (max 2)" and worst > 0
     assert (tmp_path / "run" / "pairs.jsonl").exists() and (tmp_path / "run" / "policy" / "state.json").exists()
     rows = [json.loads(line) for line in path.read_text().splitlines()]
@@ -482,8 +485,6 @@ def test_iterative_dpo_recipe_samples_judges_and_trains(tmp_path, monkeypatch, t
 
 
 def test_cli_run_resume_export_and_judge(tmp_path, monkeypatch, capsys, tiny_lm_dir):
-    from curate.paradigms.preference.cli import register
-
     import curate.embed
     from curate.cli import main
 
@@ -495,22 +496,22 @@ def test_cli_run_resume_export_and_judge(tmp_path, monkeypatch, capsys, tiny_lm_
                       "acquire: {init_size: 6, strategy: disagreement, batch_size: 6}\n"
                       "learner: {kind: reward_model, members: 3}\nprices: {human_per_label: 0.5}\nstop: {rounds: 3}\n")
     out = tmp_path / "run"
-    assert main(["prefs", "run", str(recipe), "--out", str(out)], extensions=[register]) == 0
+    assert main(["prefs", "run", str(recipe), "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "Stopped: 3 rounds done" in text and "Worst-case cost: 9.0000 USD" in text
+    assert "Stopped: 3 rounds done" in text and "at most 9.0000 USD" in text
     exported = [json.loads(line) for line in (out / "preferences.jsonl").read_text().splitlines()]
     assert len(exported) == 18 and {"prompt", "chosen", "rejected", "judge", "confidence", "round", "margin"} <= set(exported[0])
-    assert (out / "curve.csv").exists() and (out / "prefs.yaml").exists()
-    assert main(["prefs", "resume", str(out)], extensions=[register]) == 0
+    assert (out / "curve.csv").exists() and "paradigm: prefs" in (out / "config.yaml").read_text()
+    assert main(["prefs", "resume", str(out)]) == 0
     assert "Stopped: 3 rounds done" in capsys.readouterr().out
-    assert main(["prefs", "export", str(out), "--out", str(tmp_path / "again.jsonl")], extensions=[register]) == 0
+    assert main(["prefs", "export", str(out), "--out", str(tmp_path / "again.jsonl")]) == 0
     assert len((tmp_path / "again.jsonl").read_text().splitlines()) == 18
-    assert main(["--quiet", "prefs", "run", str(recipe), "--out", str(out)], extensions=[register]) == 2
+    assert main(["--quiet", "prefs", "run", str(recipe), "--out", str(out)]) == 2
     assert "already holds a run" in capsys.readouterr().err
 
     judged = tmp_path / "judged.jsonl"
     assert main(["--quiet", "prefs", "judge", str(prefs), "--limit", "4", "--lm", str(tiny_lm_dir), "--device", "cpu",
-                 "--max-prompt-tokens", "8", "--max-response-tokens", "8", "--out", str(judged)], extensions=[register]) == 0
+                 "--max-prompt-tokens", "8", "--max-response-tokens", "8", "--out", str(judged)]) == 0
     text = capsys.readouterr().out
     assert "debiased" in text and "order a,b only" in text
     row = json.loads(judged.read_text().splitlines()[0])
@@ -518,8 +519,6 @@ def test_cli_run_resume_export_and_judge(tmp_path, monkeypatch, capsys, tiny_lm_
 
 
 def test_cli_select_and_clear_errors(tmp_path, capsys, tiny_lm_dir):
-    from curate.paradigms.preference.cli import register
-
     from curate.cli import main
 
     prefs = tmp_path / "prefs.jsonl"
@@ -527,15 +526,15 @@ def test_cli_select_and_clear_errors(tmp_path, capsys, tiny_lm_dir):
     picks = tmp_path / "picks.jsonl"
     assert main(["--quiet", "prefs", "select", str(prefs), "--strategy", "margin", "--budget", "3",
                  "--policy", str(tiny_lm_dir), "--reference", str(tiny_lm_dir), "--out", str(picks)],
-                extensions=[register]) == 0
+) == 0
     rows = [json.loads(line) for line in picks.read_text().splitlines()]
     assert [r["rank"] for r in rows] == [1, 2, 3] and all(r["score"] == 0.0 for r in rows)  # policy == reference
     assert main(["--quiet", "prefs", "select", str(prefs), "--strategy", "disagreement", "--budget", "3",
-                 "--out", str(picks)], extensions=[register]) == 2
+                 "--out", str(picks)]) == 2
     assert "committee_probs" in capsys.readouterr().err
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"prompt": "p", "answer": "x"}) + "\n")
-    assert main(["--quiet", "prefs", "judge", str(bad), "--out", str(tmp_path / "o.jsonl")], extensions=[register]) == 2
+    assert main(["--quiet", "prefs", "judge", str(bad), "--out", str(tmp_path / "o.jsonl")]) == 2
     assert "expected columns prompt/chosen/rejected" in capsys.readouterr().err
 
 

@@ -11,7 +11,7 @@ import pytest
 from curate.acquire.base import PoolState
 from curate.acquire.strategies import TopK
 from curate.errors import ConfigError, DataError
-from curate.ledger import Ledger, Prices
+from curate.budget import Ledger, Prices
 from curate.loop import ActiveLoop
 from curate.pool import load_pool
 from curate.responses import (

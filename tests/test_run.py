@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from curate.config import RunConfig, from_dict, load_config
+from curate.config import from_dict
+from curate.paradigms.classify.config import ClassifyConfig, load_classify_config
 from curate.errors import ConfigError
 
 # Core loop recipes; each paradigm's recipes (icl-*, prefs-*, ...) have their own schema and test.
@@ -20,22 +21,22 @@ RECIPES = sorted(p for p in Path(str(resources.files("curate.recipes"))).glob("*
 
 def test_config_errors_name_the_key():
     with pytest.raises(ConfigError, match=r"Unknown key 'acquire.budjet'. Did you mean 'acquire.batch_size'\?"):
-        from_dict(RunConfig, {"acquire": {"budjet": 3}})
+        from_dict(ClassifyConfig, {"acquire": {"budjet": 3}})
     with pytest.raises(ConfigError, match=r"'init.size' must be int. Got 'ten'"):
-        from_dict(RunConfig, {"init": {"size": "ten"}})
+        from_dict(ClassifyConfig, {"init": {"size": "ten"}})
     with pytest.raises(ConfigError, match="annotator.kind must be one of"):
-        from_dict(RunConfig, {"annotator": {"kind": "crowd"}})
+        from_dict(ClassifyConfig, {"annotator": {"kind": "crowd"}})
     with pytest.raises(ConfigError, match="names no pool"):
-        load_config(None, [])
+        load_classify_config(None, [])
     with pytest.raises(ConfigError, match="--set takes KEY=VALUE"):
-        load_config(None, ["pool.path"])
+        load_classify_config(None, ["pool.path"])
 
 
 def test_overrides_beat_the_file(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("pool: {path: data.jsonl}\nacquire: {strategy: margin, batch_size: 10}\nlabels: [a, b]\n")
     (tmp_path / "data.jsonl").write_text('{"text": "x"}\n')
-    config = load_config(recipe, ["acquire.batch_size=50", "stop.money=2.5", "labels=[x, y, z]"])
+    config = load_classify_config(recipe, ["acquire.batch_size=50", "stop.money=2.5", "labels=[x, y, z]"])
     assert config.acquire.strategy == "margin" and config.acquire.batch_size == 50
     assert config.stop.money == 2.5 and config.labels == ["x", "y", "z"]
     assert config.pool.path == str(tmp_path / "data.jsonl")  # relative to the recipe's folder
@@ -43,7 +44,7 @@ def test_overrides_beat_the_file(tmp_path):
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
 def test_every_shipped_recipe_parses_and_builds(recipe):
-    config = load_config(recipe)
+    config = load_classify_config(recipe)
     from curate.acquire import make_strategy
 
     assert len(config.labels) >= 2

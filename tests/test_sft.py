@@ -9,10 +9,19 @@ import numpy as np
 import pytest
 from curate.paradigms.sft.config import load_sft_config
 from curate.paradigms.sft.oneshot import combine_scores, curate_instructions, diverse_top, score_pairs
-from curate.paradigms.sft.run import resume_sft, run_sft
+from curate.paradigms.sft import PARADIGM
 
 from curate.errors import ConfigError
 from curate.pool import load_pool
+from curate.runs import RunFolder, execute, resume_run
+
+
+def run_sft(config, run_dir):
+    return execute(PARADIGM, config, RunFolder(run_dir)).summary
+
+
+def resume_sft(run_dir):
+    return resume_run(run_dir)[1].summary
 
 TINY = {"max_steps": 1, "per_device_train_batch_size": 4}
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from curate.acquire.base import PoolState, Selection, check_budget
 from curate.errors import ConfigError, DataError
+from curate.index import _draw_proportional, kmeans
 
 __all__ = ["BADGE", "KCenterGreedy", "KMeansCentroids", "VoteK", "gradient_sq_distances"]
 
@@ -174,10 +175,11 @@ def _update_max_similarity(x: np.ndarray, sim: np.ndarray, centers: np.ndarray, 
 class KMeansCentroids:
     """k-means with ``k = budget`` on the candidates' vectors; the candidate nearest each centroid.
 
-    Centroids start from k-means++ seeding (drawn by ``rng`` on at most ``32 * budget`` candidates, so
-    that well separated clusters each get a centroid), then FAISS runs ``n_iter`` Lloyd iterations with
-    a seed from ``rng``. Larger clusters come first, and claim their nearest candidate first: when two
-    centroids share a nearest item the later one takes its next nearest. Scores are cluster sizes.
+    The clustering is :func:`curate.index.kmeans`: k-means++ seeding drawn by ``rng`` on a sample of
+    ``max(32 * budget, 10_000)`` candidates, all when fewer (so that well separated clusters each get
+    a centroid), then ``n_iter`` FAISS Lloyd iterations with a seed from ``rng``. Larger clusters come
+    first, and claim their nearest candidate first: when two centroids share a nearest item the later
+    one takes its next nearest. Scores are cluster sizes.
     """
 
     def __init__(self, *, n_iter: int = 20, allow_fewer: bool = False) -> None:
@@ -199,17 +201,7 @@ class KMeansCentroids:
 
         import faiss
 
-        sample = np.sort(rng.choice(n, size=min(n, max(32 * k, 10_000)), replace=False))
-        init = x[sample[_kmeanspp(x[sample], k, rng)]]
-        if self.n_iter > 0:
-            # min_points_per_centroid=1: small pools are legitimate here, not a reason to warn on stderr.
-            kmeans = faiss.Kmeans(d, k, niter=self.n_iter, seed=int(rng.integers(2**31 - 1)), verbose=False,
-                                  min_points_per_centroid=1)
-            kmeans.train(x, init_centroids=init)
-            centroids = np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
-        else:
-            centroids = np.ascontiguousarray(init)
-        assign = _nearest_centroid(centroids, x)
+        centroids, assign = kmeans(x, k, rng=rng, n_iter=self.n_iter)
         flat = faiss.IndexFlatL2(d)
         flat.add(x)
         sizes = np.bincount(assign, minlength=k)
@@ -218,15 +210,6 @@ class KMeansCentroids:
         logger.info("kmeans: %d clusters over %d candidates (sizes %d..%d)", k, n, sizes.min(), sizes.max())
         return Selection(ids[chosen], sizes[order].astype(np.float32),
                          {"strategy": "kmeans", "clusters": k, "empty_clusters": int((sizes == 0).sum())})
-
-
-def _nearest_centroid(centroids: np.ndarray, x: np.ndarray) -> np.ndarray:
-    import faiss
-
-    flat = faiss.IndexFlatL2(centroids.shape[1])
-    flat.add(centroids)
-    _, found = flat.search(x, 1)
-    return found[:, 0].astype(np.int64)
 
 
 def _claim_nearest(flat, centroids: np.ndarray, n: int) -> np.ndarray:
@@ -248,34 +231,6 @@ def _claim_nearest(flat, centroids: np.ndarray, n: int) -> np.ndarray:
         chosen[c] = free[0]
         taken[free[0]] = True
     return chosen
-
-
-def _kmeanspp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """k-means++ seeding (Arthur & Vassilvitskii 2007): rows of ``x``, each next one drawn with
-    probability proportional to its squared distance to the nearest row drawn so far."""
-    n = len(x)
-    sq = np.einsum("ij,ij->i", x, x).astype(np.float64)
-    d2 = np.full(n, np.inf)
-    picks = np.empty(k, dtype=np.int64)
-    picks[0] = rng.integers(n)
-    for t in range(1, k):
-        c = picks[t - 1]
-        np.minimum(d2, np.clip(sq + sq[c] - 2.0 * (x @ x[c]), 0.0, None), out=d2)
-        d2[picks[:t]] = 0.0
-        picks[t] = _draw_proportional(d2, picks[:t], rng)
-    return picks
-
-
-def _draw_proportional(weights: np.ndarray, taken: np.ndarray, rng: np.random.Generator) -> int:
-    """One row drawn with probability proportional to ``weights`` (0 for the rows in ``taken``); when
-    every weight is 0 (all remaining rows coincide with taken ones), uniformly among the others."""
-    cum = np.cumsum(weights)
-    total = cum[-1]
-    if not total > 0:
-        free = np.setdiff1d(np.arange(len(weights)), taken)
-        return int(free[rng.integers(len(free))])
-    # side="right" skips zero-weight rows: a draw lands only where the cumulative sum rises.
-    return int(min(np.searchsorted(cum, rng.random() * total, side="right"), len(weights) - 1))
 
 
 # ---------------------------------------------------------------------------------------------- vote-k

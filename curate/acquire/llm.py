@@ -11,6 +11,7 @@ import numpy as np
 
 from curate.acquire.base import PoolState, Selection, check_budget
 from curate.errors import ConfigError
+from curate.index import kmeans
 
 __all__ = ["IFD", "AskLLM", "SelectLLM"]
 
@@ -161,17 +162,13 @@ class SelectLLM:
 
 
 def _kmeans_groups(vectors: np.ndarray, k: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Split rows into ``k`` non-empty groups by k-means (empty clusters are refilled from the
-    largest one, so there are always exactly ``k`` groups)."""
-    import faiss
-
+    """Split rows into ``k`` non-empty groups by the shared k-means (:func:`curate.index.kmeans`:
+    k-means++ seeds, so well separated groups of candidates each get a cluster; everything drawn from
+    ``rng``). Empty clusters are refilled from the largest one, so there are always exactly ``k`` groups."""
     n = len(vectors)
     if k >= n:
         return [np.array([i]) for i in range(n)]
-    km = faiss.Kmeans(vectors.shape[1], k, niter=20, seed=int(rng.integers(2**31 - 1)), verbose=False)
-    km.train(np.ascontiguousarray(vectors, dtype=np.float32))
-    _, assign = km.index.search(np.ascontiguousarray(vectors, dtype=np.float32), 1)
-    assign = assign.ravel()
+    _, assign = kmeans(vectors, k, rng=rng, n_iter=20)
     groups = [np.flatnonzero(assign == c) for c in range(k)]
     for c in range(k):
         if len(groups[c]) == 0:

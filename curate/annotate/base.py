@@ -14,7 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from curate.ledger import Prices
+from curate.budget import Prices
 
 __all__ = ["Annotation", "Annotator", "AwaitingHumanLabels", "GoldAnnotator"]
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from curate.annotate.base import Annotation, AwaitingHumanLabels
 from curate.errors import ConfigError, DataError, did_you_mean
-from curate.ledger import Prices
+from curate.budget import Prices
 
 __all__ = ["FORMATS", "HumanQueueAnnotator", "export_batch", "import_answers", "read_batch"]
 

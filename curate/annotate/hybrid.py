@@ -14,7 +14,7 @@ import numpy as np
 
 from curate.annotate.base import Annotation, Annotator
 from curate.errors import ConfigError
-from curate.ledger import Prices
+from curate.budget import Prices
 from curate.stopping import cohen_kappa
 
 __all__ = ["ROUTED", "Agreement", "Calibration", "HybridAnnotator", "agreement", "calibrate_threshold"]

@@ -29,7 +29,7 @@ import numpy as np
 from curate.annotate.base import Annotation
 from curate.annotate.human import check_labels
 from curate.errors import ConfigError, DataError
-from curate.ledger import Prices
+from curate.budget import Prices
 
 __all__ = ["LLMAnnotator", "parse_label", "split_tokens"]
 

@@ -5,6 +5,8 @@ A backend answers three kinds of question, all batched:
 * log-probs of texts, or of a completion given a prompt (``completion_logprobs``), from which
   perplexity follows;
 * log-probs of a closed set of options given a prompt (``option_logprobs``): classification by an LM;
+  ``score_options`` is the same for many prompts that share heads (an instruction, demonstrations),
+  which a backend with a KV cache runs once per group, and says what the call cost (``ScoringStats``);
 * ``generate``: ``n`` samples per prompt, each with the log-probs of its own tokens.
 
 Each backend also renders chat messages with the model's own template, and counts the tokens it
@@ -14,13 +16,14 @@ read and wrote in ``usage`` so that the cost ledger can charge for them.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["BaseBackend", "Generation", "LMBackend", "TokenLogprobs", "Usage", "log_softmax_rows"]
+__all__ = ["BaseBackend", "Generation", "LMBackend", "OptionScores", "ScoringStats", "TokenLogprobs", "Usage",
+           "log_softmax_rows"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,30 @@ class Usage:
         self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
 
 
+@dataclass
+class ScoringStats:
+    """What option scoring cost: prompts scored, tokens that went through the model, tokens saved by
+    running shared heads once, and the forward units (shared heads plus prompts scored alone)."""
+
+    prompts: int = 0
+    forward_tokens: int = 0  # tokens the model read, padding excluded
+    shared_tokens: int = 0  # tokens that would have run again without head sharing
+    groups: int = 0
+
+    def add(self, other: ScoringStats) -> None:
+        """Count ``other``'s costs in this one (a caller's running total over several calls)."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+@dataclass(frozen=True)
+class OptionScores:
+    """What ``score_options`` returns: the option log-probs and what computing them cost."""
+
+    logprobs: np.ndarray  # float64, shape (len(prompts), len(options))
+    stats: ScoringStats
+
+
 @runtime_checkable
 class LMBackend(Protocol):
     """What every LM backend (transformers, vLLM, OpenAI-compatible HTTP) provides."""
@@ -106,6 +133,27 @@ class LMBackend(Protocol):
 
         With ``normalize`` the rows are renormalised over the options (log-softmax), so that
         ``exp`` of a row sums to one: the LM's class distribution over a closed label set.
+        """
+        ...
+
+    def score_options(
+        self,
+        prompts: Sequence[str],
+        options: Sequence[str],
+        *,
+        groups: Sequence[Hashable] | None = None,
+        normalize: bool = True,
+        max_batch_tokens: int | None = None,
+        max_batch_size: int | None = None,
+    ) -> OptionScores:
+        """``option_logprobs`` for prompts that share heads, with what the call cost.
+
+        ``groups`` holds one key per prompt: prompts with equal keys (e.g. the same demonstrations)
+        share a head, the longest token prefix common to all of them, which a backend that can reuse a
+        KV cache runs once for the group. ``None``: all prompts are one group. Groups change the cost,
+        never the result: ``logprobs`` equals ``option_logprobs(prompts, options, normalize=normalize)``.
+        ``max_batch_tokens`` / ``max_batch_size`` replace the backend's own batch limits for this
+        call; backends that do not batch forward passes ignore them.
         """
         ...
 
@@ -172,12 +220,46 @@ class BaseBackend:
         scores = np.array([r.total for r in runs], dtype=np.float64).reshape(len(prompts), len(options))
         return log_softmax_rows(scores) if normalize else scores
 
+    def score_options(
+        self,
+        prompts: Sequence[str],
+        options: Sequence[str],
+        *,
+        groups: Sequence[Hashable] | None = None,
+        normalize: bool = True,
+        max_batch_tokens: int | None = None,
+        max_batch_size: int | None = None,
+    ) -> OptionScores:
+        """Every prompt through ``option_logprobs`` in one call (no head reuse here: groups and batch
+        limits only matter to backends that override this); the tokens read come from ``usage``."""
+        prompts = list(prompts)
+        options = _check_options(options)
+        _check_groups(groups, prompts)
+        if not prompts:
+            return OptionScores(np.zeros((0, len(options)), dtype=np.float64), ScoringStats())
+        usage = getattr(self, "usage", None)
+        before = usage.input_tokens if usage is not None else 0
+        out = np.asarray(self.option_logprobs(prompts, options, normalize=normalize), dtype=np.float64)
+        if out.shape != (len(prompts), len(options)):
+            from curate.errors import BackendError
+
+            raise BackendError(f"option_logprobs returned shape {out.shape}; expected ({len(prompts)}, {len(options)}).")
+        read = usage.input_tokens - before if usage is not None else 0
+        return OptionScores(out, ScoringStats(prompts=len(prompts), forward_tokens=read, groups=len(prompts)))
+
 
 def _check_same_length(a: Sequence, b: Sequence, a_name: str, b_name: str) -> None:
     if len(a) != len(b):
         from curate.errors import ConfigError
 
         raise ConfigError(f"'{a_name}' and '{b_name}' must have the same length; got {len(a)} and {len(b)}.")
+
+
+def _check_groups(groups: Sequence[Hashable] | None, prompts: Sequence[str]) -> None:
+    if groups is not None and len(groups) != len(prompts):
+        from curate.errors import ConfigError
+
+        raise ConfigError(f"'groups' must have one key per prompt: {len(groups)} keys for {len(prompts)} prompts.")
 
 
 def _check_options(options: Sequence[str]) -> list[str]:

@@ -6,7 +6,9 @@ SmolLM2) at every position costs a fifth of a forward pass and most of its memor
 * length bucketing: sequences are sorted by length and packed into batches under a token budget,
   so padding is small;
 * logits only where needed: the backbone's hidden states are gathered at the positions being
-  scored and only those go through the LM head (one position per prompt for option scoring).
+  scored and only those go through the LM head (one position per prompt for option scoring);
+* shared heads: option scoring (``score_options``, ``option_logprobs``) runs the token prefix that a
+  group of prompts shares (an instruction, demonstrations) once and reuses its KV cache for the rest.
 """
 
 from __future__ import annotations
@@ -14,11 +16,21 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 
 import numpy as np
 
-from curate.backends.base import BaseBackend, Generation, TokenLogprobs, _check_options, _check_same_length
+from curate.backends.base import (
+    BaseBackend,
+    Generation,
+    OptionScores,
+    ScoringStats,
+    TokenLogprobs,
+    _check_groups,
+    _check_options,
+    _check_same_length,
+    log_softmax_rows,
+)
 from curate.errors import ConfigError
 from curate.models import DEFAULT_LM, resolve_lm
 from curate.progress import progress
@@ -55,8 +67,8 @@ class TransformersBackend(BaseBackend):
         max_batch_tokens: padded tokens per forward batch (memory knob).
         max_batch_size: sequences per forward batch.
         max_length: longest sequence fed to the model; longer prompts are cut from the left.
-        min_shared_prefix: option scoring runs a head of at least this many tokens that every
-            prompt shares (a system prompt, demonstrations) once, and only the rest per prompt.
+        min_shared_prefix: option scoring runs a head of at least this many tokens that the prompts
+            of a group share (a system prompt, demonstrations) once, and only the rest per prompt.
     """
 
     def __init__(self, model: str = DEFAULT_LM, *, device: str = "auto", dtype: str = "auto",
@@ -231,19 +243,22 @@ class TransformersBackend(BaseBackend):
         """Last hidden states from the backbone, skipping the LM head entirely."""
         return self._backbone()(input_ids=input_ids, attention_mask=mask).last_hidden_state
 
+    def _head_logits(self, hidden):
+        """The LM head on gathered hidden states, in float32, soft-capped where the model caps its logits."""
+        import torch
+
+        logits = self.model.get_output_embeddings()(hidden).float()
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        return cap * torch.tanh(logits / cap) if cap else logits
+
     def _head_logprobs(self, hidden, targets, chunk: int = 1024):
         """Apply the LM head to gathered hidden states in chunks (bounded memory); return the
         targets' log-probs and the entropy of each full distribution."""
         import torch
 
-        head = self.model.get_output_embeddings()
-        cap = getattr(self.model.config, "final_logit_softcapping", None)
         lps, ents = [], []
         for start in range(0, hidden.shape[0], chunk):
-            logits = head(hidden[start:start + chunk]).float()
-            if cap:
-                logits = cap * torch.tanh(logits / cap)
-            logp = torch.log_softmax(logits, dim=-1)
+            logp = torch.log_softmax(self._head_logits(hidden[start:start + chunk]), dim=-1)
             lps.append(logp.gather(1, targets[start:start + chunk, None]).squeeze(1))
             ents.append(-(logp.exp() * logp).sum(-1))
         if not lps:
@@ -252,63 +267,126 @@ class TransformersBackend(BaseBackend):
 
     def option_logprobs(self, prompts: Sequence[str], options: Sequence[str], *, normalize: bool = True) -> np.ndarray:
         options = _check_options(options)
-        first = [self._encode(o) for o in options]
-        if all(len(t) == 1 for t in first) and len({t[0] for t in first}) == len(first):
-            # Every option is one distinct token: one forward per prompt, logits at its last position.
-            return self._single_token_options(prompts, [t[0] for t in first], normalize)
-        return super().option_logprobs(prompts, options, normalize=normalize)
+        if self._option_token_ids(options) is None:  # options of several tokens: scored as completions
+            return super().option_logprobs(prompts, options, normalize=normalize)
+        return self.score_options(prompts, options, normalize=normalize).logprobs
 
-    def _single_token_options(self, prompts: Sequence[str], option_ids: list[int], normalize: bool) -> np.ndarray:
+    def score_options(self, prompts: Sequence[str], options: Sequence[str], *, groups: Sequence[Hashable] | None = None,
+                      normalize: bool = True, max_batch_tokens: int | None = None,
+                      max_batch_size: int | None = None) -> OptionScores:
+        """Option log-probs with each group's head (its prompts' longest common token prefix, when it
+        has at least ``min_shared_prefix`` tokens) run once and its KV cache reused for every tail.
+
+        1. the heads of several groups run as one batch (right-padded), keeping their KV cache;
+        2. the cache rows are repeated for each group's tails, and the tails run as one batch after
+           them with explicit position ids (head length + i), so padding inside the cache changes nothing;
+        3. only the last position of each prompt goes through the LM head.
+
+        Prompts that share no head run in plain length-sorted batches. Heads are cut at token level, so
+        the result is the same as scoring each full prompt alone. Options that are not single distinct
+        tokens are scored as completions (``option_logprobs``), without head reuse.
+        """
         import torch
 
-        prefix = self._prefix()
+        options = _check_options(options)
+        option_ids = self._option_token_ids(options)
+        if option_ids is None:
+            logger.info("options %s are not single distinct tokens: scoring them as completions", options)
+            return super().score_options(prompts, options, groups=groups, normalize=normalize)
+        prompts = list(prompts)
+        _check_groups(groups, prompts)
+        stats = ScoringStats(prompts=len(prompts))
+        out = np.zeros((len(prompts), len(options)), dtype=np.float64)
+        if not prompts:
+            return OptionScores(out, stats)
         limit = self.context_length
-        seqs = [(prefix + self._encode(p))[-limit:] for p in prompts]
+        seqs = [(self._prefix() + self._encode(p))[-limit:] for p in prompts]  # the answer goes at the end
         if any(not s for s in seqs):
             raise ConfigError("option_logprobs needs non-empty prompts (the options are scored after them).")
-        # Prompts built from one template share a head (system prompt, instruction, demonstrations):
-        # run it once and feed every batch only what follows it.
-        shared = _common_prefix_length(seqs) if len(seqs) > 1 else 0
-        shared = min(shared, min(len(s) for s in seqs) - 1)  # every prompt keeps at least one own token
-        head_cache = None
-        if shared >= self.min_shared_prefix:
-            with torch.inference_mode():
-                ids = torch.tensor([seqs[0][:shared]], device=self.model.device)
-                head_out = self._backbone()(input_ids=ids, use_cache=True)
-                head_cache = getattr(head_out, "cache", None) or head_out.past_key_values
-            self.usage.add(shared, 0, kind="options")
-        else:
-            shared = 0
-        tails = [s[shared:] for s in seqs]
-        out = np.zeros((len(seqs), len(option_ids)), dtype=np.float64)
+        units, alone = self._split_heads(seqs, [0] * len(seqs) if groups is None else groups, stats)
+        budget = (max_batch_tokens or self.max_batch_tokens, max_batch_size or self.max_batch_size)
         opt = torch.tensor(option_ids, dtype=torch.long)
-        batches = length_buckets([len(t) for t in tails], max_batch_tokens=self.max_batch_tokens,
-                                 max_batch_size=self.max_batch_size)
-        for batch in progress(batches, total=len(batches), desc="options", unit="batch"):
-            input_ids, mask = self._pad([tails[i] for i in batch], side="right")
-            last = torch.tensor([len(tails[i]) - 1 for i in batch], dtype=torch.long)
-            with torch.inference_mode():
-                if head_cache is None:
-                    hidden = self._hidden(input_ids, mask)
-                else:
-                    cache = copy.deepcopy(head_cache)
-                    cache.batch_repeat_interleave(len(batch))
-                    full_mask = torch.cat([torch.ones((len(batch), shared), dtype=mask.dtype, device=mask.device), mask], 1)
-                    hidden = self._backbone()(input_ids=input_ids, attention_mask=full_mask, use_cache=True,
-                                              **{self._cache_kwarg(): cache}).last_hidden_state
-                picked = hidden[torch.arange(len(batch)), last.to(hidden.device)]
-                logits = self.model.get_output_embeddings()(picked).float()
-                cap = getattr(self.model.config, "final_logit_softcapping", None)
-                if cap:
-                    logits = cap * torch.tanh(logits / cap)
-                logp = torch.log_softmax(logits, dim=-1)[:, opt.to(logits.device)]
-            self.usage.add(int(mask.sum()), 0, kind="options")
-            out[batch] = logp.double().cpu().numpy()
-        if normalize:
-            from curate.backends.base import log_softmax_rows
+        self._options_alone(alone, opt, budget, out, stats)
+        self._options_after_heads(units, opt, budget, out, stats)
+        return OptionScores(log_softmax_rows(out) if normalize else out, stats)
 
-            out = log_softmax_rows(out)
-        return out
+    def _split_heads(self, seqs: list[list[int]], groups: Sequence[Hashable], stats: ScoringStats):
+        """``units``: (head ids, [(prompt position, tail ids)]) for each group whose prompts share a head
+        of at least ``min_shared_prefix`` tokens; ``alone``: (prompt position, ids) for the rest."""
+        members: dict[Hashable, list[int]] = {}
+        for i, key in enumerate(groups):
+            members.setdefault(key, []).append(i)
+        units, alone = [], []
+        for rows in members.values():
+            head = _common_prefix_length([seqs[i] for i in rows]) if len(rows) > 1 else 0
+            head = min(head, min(len(seqs[i]) for i in rows) - 1)  # every prompt keeps at least one own token
+            if head < max(self.min_shared_prefix, 1):
+                alone += [(i, seqs[i]) for i in rows]
+                continue
+            units.append((seqs[rows[0]][:head], [(i, seqs[i][head:]) for i in rows]))
+            stats.shared_tokens += head * (len(rows) - 1)
+        stats.groups += len(units) + len(alone)
+        return units, alone
+
+    def _option_token_ids(self, options: list[str]) -> list[int] | None:
+        """The options' token ids when every option is one distinct token, else None."""
+        first = [self._encode(o) for o in options]
+        if all(len(t) == 1 for t in first) and len({t[0] for t in first}) == len(first):
+            return [t[0] for t in first]
+        return None
+
+    def _padded_for_options(self, seqs: list[list[int]], stats: ScoringStats):
+        ids, mask = self._pad(seqs, side="right")
+        read = int(mask.sum())
+        stats.forward_tokens += read
+        self.usage.add(read, 0, kind="options")
+        return ids, mask
+
+    def _options_at(self, hidden, last: list[int], opt) -> np.ndarray:
+        """Option log-probs from the hidden state at each row's ``last`` position (the LM head runs there only)."""
+        import torch
+
+        picked = hidden[torch.arange(len(last), device=hidden.device), torch.tensor(last, device=hidden.device)]
+        return torch.log_softmax(self._head_logits(picked), dim=-1)[:, opt.to(hidden.device)].double().cpu().numpy()
+
+    def _options_alone(self, items: list[tuple[int, list[int]]], opt, budget, out: np.ndarray, stats) -> None:
+        import torch
+
+        batches = length_buckets([len(seq) for _, seq in items], max_batch_tokens=budget[0], max_batch_size=budget[1])
+        for batch in progress(batches, total=len(batches), desc="options", unit="batch"):
+            seqs = [items[b][1] for b in batch]
+            ids, mask = self._padded_for_options(seqs, stats)
+            with torch.inference_mode():
+                hidden = self._hidden(ids, mask)
+                out[[items[b][0] for b in batch]] = self._options_at(hidden, [len(s) - 1 for s in seqs], opt)
+
+    def _options_after_heads(self, units, opt, budget, out: np.ndarray, stats) -> None:
+        import torch
+
+        backbone, cache_kw, device = self._backbone(), self._cache_kwarg(), self.model.device
+        max_tokens, max_rows = budget
+        batches = length_buckets([len(head) for head, _ in units], max_batch_tokens=max_tokens, max_batch_size=max_rows)
+        for batch in progress(batches, total=len(batches), desc="options", unit="head batch"):
+            heads = [units[b][0] for b in batch]
+            ids, mask = self._padded_for_options(heads, stats)
+            with torch.inference_mode():
+                result = backbone(input_ids=ids, attention_mask=mask, use_cache=True)
+            cache = getattr(result, "cache", None) or result.past_key_values
+            tails = sorted(((r, pos, tail) for r, b in enumerate(batch) for pos, tail in units[b][1]),
+                           key=lambda t: -len(t[2]))
+            step = max(1, min(max_rows, max_tokens // (ids.shape[1] + len(tails[0][2]))))
+            for start in range(0, len(tails), step):
+                chunk = tails[start:start + step]
+                rows = torch.tensor([r for r, _, _ in chunk], dtype=torch.long, device=device)
+                t_ids, t_mask = self._padded_for_options([t for _, _, t in chunk], stats)
+                # Positions continue each row's own head, not the padded width: RoPE sees the same
+                # offsets as in the unpadded prompt, while the mask hides the head's padding.
+                positions = torch.stack([len(heads[r]) + torch.arange(t_ids.shape[1]) for r, _, _ in chunk])
+                with torch.inference_mode():
+                    hidden = backbone(input_ids=t_ids, attention_mask=torch.cat([mask[rows], t_mask], dim=1),
+                                      position_ids=positions.to(device), use_cache=True,
+                                      **{cache_kw: _select_rows(cache, rows)}).last_hidden_state
+                    out[[pos for _, pos, _ in chunk]] = self._options_at(hidden, [len(t) - 1 for _, _, t in chunk], opt)
 
     # ------------------------------------------------------------------ generation
 
@@ -391,6 +469,22 @@ def _common_prefix_length(seqs: list[list[int]]) -> int:
         if n == 0:
             break
     return n
+
+
+def _select_rows(cache, rows):
+    """A cache holding ``rows`` of ``cache`` (repeats allowed); ``cache`` itself stays as it is.
+
+    ``batch_select_indices`` replaces each layer's tensors by indexed copies, so copying the cache's
+    layer objects (not their tensors) is enough; a cache without ``layers`` is deep-copied instead.
+    """
+    layers = getattr(cache, "layers", None)
+    if layers is not None:
+        view = copy.copy(cache)
+        view.layers = [copy.copy(layer) for layer in layers]
+    else:  # pragma: no cover - older cache classes
+        view = copy.deepcopy(cache)
+    view.batch_select_indices(rows)
+    return view
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ _LAZY = {
     "run_bench": "curate.bench.run", "read_table": "curate.bench.run", "BenchResult": "curate.bench.run",
     "write_report": "curate.bench.report", "summarise": "curate.bench.report",
     "run_speed": "curate.bench.speed",
-    "RUNNERS": "curate.bench.registry", "load_runner": "curate.bench.registry",
+    "runners": "curate.bench.registry", "load_runner": "curate.bench.registry",
     "MetricsLog": "curate.bench.cells",
     "SmallTextStrategy": "curate.bench.peers",
 }

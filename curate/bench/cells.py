@@ -14,7 +14,6 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from curate.errors import ConfigError
@@ -41,7 +40,7 @@ def build_strategy(config, name: str, **extra: Any):
 
 def check_strategy(config, name: str) -> None:
     """Raise ``ConfigError`` now for a strategy name that cannot be built (before a benchmark starts)."""
-    from curate.acquire import STRATEGIES
+    from curate.acquire import REGISTRY
     from curate.errors import did_you_mean
 
     spec = config.strategy(name)
@@ -51,9 +50,10 @@ def check_strategy(config, name: str) -> None:
         from curate.bench.peers import check_peer
 
         check_peer(spec.name[len(PEER_PREFIX):])
-    elif spec.name not in STRATEGIES:
-        raise ConfigError(f"grid.strategy '{name}' is not a strategy. Known: {', '.join(STRATEGIES)}, or "
-                          f"small-text:ClassName.{did_you_mean(spec.name, STRATEGIES)}")
+    elif spec.name not in REGISTRY:
+        known = REGISTRY.names()
+        raise ConfigError(f"grid.strategy '{name}' is not a strategy. Known: {', '.join(known)}, or "
+                          f"small-text:ClassName.{did_you_mean(spec.name, known)}")
 
 
 def init_strategy(config, cell):
@@ -65,27 +65,27 @@ def init_strategy(config, cell):
 
 def build_cell_annotator(config, cell, classes, pool, index, backend_factory: Callable[[], Any]):
     """The annotator of ``annotators[cell.annotator]`` (gold, llm, hybrid; people are not simulated here)."""
-    from curate.run import build_annotator
+    from curate.build import annotator_from, labeller_from
 
     spec = config.annotators[cell.annotator]
     if spec.kind == "human" or (spec.kind == "hybrid" and spec.human != "gold"):
         raise ConfigError(f"annotators.{cell.annotator}: a benchmark cannot wait for people; use kind gold, llm, or "
                           "hybrid with human: gold (people simulated by the gold labels).")
-    return build_annotator(SimpleNamespace(annotator=spec, labels=list(classes)), pool, index, backend_factory)
+    return annotator_from(spec, labels=list(classes), where=f"annotators.{cell.annotator}",
+                          machine=lambda: labeller_from(spec, list(classes), index=index, backend=backend_factory))
 
 
 def build_ledger(config, cell):
-    from curate.ledger import Ledger, Prices
+    from curate.build import ledger_from
 
-    p = config.prices
-    return Ledger(Prices(p.human_per_label, p.llm_input_per_million, p.llm_output_per_million, p.currency),
-                  budget=config.schedules[cell.schedule].money)
+    return ledger_from(config.prices, config.schedules[cell.schedule].money)
 
 
 def build_stopping(config, cell):
-    from curate.stopping import MaxRounds
+    from curate.build import stopping_from
+    from curate.config import StopConfig
 
-    return MaxRounds(config.schedules[cell.schedule].rounds)
+    return stopping_from(StopConfig(rounds=config.schedules[cell.schedule].rounds))
 
 
 class MetricsLog:

@@ -155,7 +155,7 @@ class BenchConfig:
     strategies: dict[str, Any] = field(default_factory=dict)   # name -> StrategyConfig
     schedules: dict[str, Any] = field(default_factory=dict)    # name -> ScheduleConfig
     annotators: dict[str, Any] = field(default_factory=dict)   # name -> curate.config.AnnotatorConfig
-    paradigms: dict[str, Any] = field(default_factory=dict)    # paradigm -> its options (checked by its runner)
+    options: dict[str, Any] = field(default_factory=dict)      # paradigm -> its options (checked by its runner)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     prices: PricesConfig = field(default_factory=PricesConfig)
     embedder: str = DEFAULT_EMBEDDER
@@ -184,16 +184,16 @@ class BenchConfig:
             if value not in self.datasets and value not in BUILTIN_DATASETS:
                 raise ConfigError(f"grid.dataset names '{value}', which is neither built in ({', '.join(BUILTIN_DATASETS)}) "
                                   f"nor defined under datasets.{did_you_mean(value, [*BUILTIN_DATASETS, *self.datasets])}")
-        for name, options in self.paradigms.items():
+        for name, options in self.options.items():
             if not isinstance(options, dict):
-                raise ConfigError(f"paradigms.{name} must be a mapping of options. Got {options!r} instead.")
+                raise ConfigError(f"options.{name} must be a mapping of options. Got {options!r} instead.")
 
     def paradigm_options(self, paradigm: str, defaults: dict[str, Any]) -> dict[str, Any]:
-        """``paradigms.<paradigm>`` over the runner's ``defaults``; a key the runner does not know is an error."""
-        options = dict(self.paradigms.get(paradigm, {}))
+        """``options.<paradigm>`` over the runner's ``defaults``; a key the runner does not know is an error."""
+        options = dict(self.options.get(paradigm, {}))
         unknown = sorted(set(options) - set(defaults))
         if unknown:
-            raise ConfigError(f"Unknown key 'paradigms.{paradigm}.{unknown[0]}'. Known: {', '.join(defaults)}."
+            raise ConfigError(f"Unknown key 'options.{paradigm}.{unknown[0]}'. Known: {', '.join(defaults)}."
                               f"{did_you_mean(unknown[0], list(defaults))}")
         return {**defaults, **options}
 
@@ -241,7 +241,7 @@ class Cell:
                  "strategy": asdict(config.strategy(self.strategy)), "schedule": asdict(config.schedules[self.schedule]),
                  "annotator": asdict(config.annotators[self.annotator]), "learner": asdict(config.learner),
                  "prices": asdict(config.prices), "embedder": config.embedder,
-                 "paradigm": config.paradigms.get(self.paradigm, {})}
+                 "paradigm": config.options.get(self.paradigm, {})}
         if config.annotators[self.annotator].kind != "gold":
             parts["lm"] = asdict(config.lm)
         blob = json.dumps(parts, sort_keys=True, default=str)

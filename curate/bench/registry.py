@@ -1,4 +1,4 @@
-"""Which paradigms a benchmark grid can name, and the seam each one plugs into.
+"""Which paradigm a benchmark grid can name, and the seam each one plugs into.
 
 A paradigm contributes a *cell runner*: a class built with the benchmark's
 :class:`~curate.bench.config.BenchConfig` (its ``__init__`` stores it and sets up caches, nothing
@@ -7,17 +7,13 @@ heavy) that has
 * ``metrics``: the names of the metrics it reports, the first one the primary (learning curves, AUC);
 * ``check(cell)``: raise ``ConfigError`` for a cell it cannot run (unknown strategy, a dataset without
   text...), called for every cell before any is run, so a bad grid fails in seconds, not hours;
-* ``run(cell, run_dir, metrics_log)``: run, or resume, the cell's loop in ``run_dir`` through
-  :class:`~curate.loop.ActiveLoop` with ``evaluate=metrics_log.evaluator(fn)``, where ``fn(learner)``
-  returns ``{metric: value}``. The benchmark reads labels, money, tokens and timings from the loop's
-  journal; the runner only measures.
+* ``run(cell, run_dir, metrics_log)``: run, or resume, the cell's loop in ``run_dir`` with
+  ``evaluate=metrics_log.evaluator(fn)``, where ``fn(learner)`` returns ``{metric: value}``. The
+  benchmark reads labels, money, tokens and timings from the loop's journal; the runner only measures.
 
-Runners are named in an explicit table of ``"module:attribute"`` strings, imported on first use (no
-registration at import time, and the core never imports a paradigm until a grid names it). To add
-one (e.g. ``sft``): write ``paradigms/sft/bench.py`` with a runner class, add a line
-``"sft": "curate.paradigms.sft.bench:SFTRunner"`` to :data:`RUNNERS`, and add a recipe
-``recipes/bench-sft.yaml``; see docs/bench.md. A grid may also name a runner directly as
-``"package.module:Class"``, for runners that live outside curate.
+A paradigm names its runner as ``"module:Class"`` in its plugin record (``bench_runner``,
+:mod:`curate.plugins`), imported on first use; the core names none. A grid may also name a runner
+directly as ``"package.module:Class"``, for runners that live outside any plugin.
 """
 
 from __future__ import annotations
@@ -27,13 +23,20 @@ from typing import Any, Protocol
 
 from curate.errors import ConfigError, did_you_mean
 
-__all__ = ["RUNNERS", "CellRunner", "load_runner"]
+__all__ = ["CellRunner", "load_runner", "runners"]
 
-RUNNERS: dict[str, str] = {
-    "classification": "curate.bench.classification:ClassificationRunner",
-    "icl": "curate.paradigms.icl.bench:ICLRunner",
-    "sft": "curate.paradigms.sft.bench:SFTRunner",
-}
+
+def runners() -> dict[str, str]:
+    """``{paradigm name: "module:Class"}`` for every installed paradigm with a benchmark runner
+    (under each of its names)."""
+    from curate.plugins import paradigms
+
+    out = {}
+    for p in paradigms().values():
+        if p.bench_runner:
+            for name in (p.name, *p.also):
+                out[name] = p.bench_runner
+    return out
 
 
 class CellRunner(Protocol):
@@ -45,11 +48,12 @@ class CellRunner(Protocol):
 
 
 def load_runner(name: str, config) -> CellRunner:
-    """The runner for paradigm ``name`` (a :data:`RUNNERS` key or ``"module:Class"``), built with ``config``."""
-    target = RUNNERS.get(name, name if ":" in name else None)
+    """The runner for paradigm ``name`` (an installed paradigm's, or ``"module:Class"``), built with ``config``."""
+    known = runners()
+    target = known.get(name, name if ":" in name else None)
     if target is None:
-        raise ConfigError(f"grid.paradigm names '{name}', which has no benchmark runner. Known: {', '.join(RUNNERS)}."
-                          f"{did_you_mean(name, RUNNERS)} (or name one as 'package.module:Class').")
+        raise ConfigError(f"grid.paradigm names '{name}', which has no benchmark runner. Known: {', '.join(known)}."
+                          f"{did_you_mean(name, known)} (or name one as 'package.module:Class').")
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from curate.index import kmeans
+
 __all__ = ["ClusterReport", "cluster_pool", "coverage_report"]
 
 
@@ -33,17 +35,14 @@ class ClusterReport:
 
 def cluster_pool(index, labeled_ids: Sequence[int], *, clusters: int | None = None, rng: np.random.Generator,
                  labels: Mapping[int, Any] | None = None, central: int = 5) -> list[ClusterReport]:
-    """k-means over the index's vectors (``clusters`` defaults to sqrt(n/2))."""
-    import faiss
-
-    x = np.ascontiguousarray(index.vectors, dtype=np.float32)
+    """k-means over the index's vectors (``clusters`` defaults to sqrt(n/2)), by the shared
+    :func:`curate.index.kmeans`: its k-means++ seeds give small, well separated regions of the pool a
+    cluster of their own, which is what a coverage check is for; everything is drawn from ``rng``."""
+    x = index.vectors
     n = len(x)
     k = clusters or max(2, int(np.sqrt(n / 2)))
     k = min(k, n)
-    km = faiss.Kmeans(x.shape[1], k, niter=20, seed=int(rng.integers(2**31 - 1)), verbose=False)
-    km.train(x)
-    sims, assign = km.index.search(x, 1)
-    assign = assign.ravel()
+    centroids, assign = kmeans(x, k, rng=rng, n_iter=20)
     ids = index.ids
     labelled = set(int(i) for i in labeled_ids)
     out = []
@@ -51,8 +50,10 @@ def cluster_pool(index, labeled_ids: Sequence[int], *, clusters: int | None = No
         members = np.flatnonzero(assign == c)
         if len(members) == 0:
             continue
-        # Inner product to the (unnormalised) centroid orders members by centrality.
-        order = members[np.argsort(-(x[members] @ km.centroids[c]), kind="stable")]
+        # Squared distance to the centroid orders members by centrality (for unit vectors the same
+        # order as the inner product with it; unlike that, also right for unnormalised indexes).
+        d2 = ((x[members] - centroids[c]) ** 2).sum(axis=1)
+        order = members[np.argsort(d2, kind="stable")]
         member_ids = ids[order]
         mine = [int(i) for i in member_ids if int(i) in labelled]
         counts = dict(Counter(labels[i] for i in mine)) if labels is not None else {}

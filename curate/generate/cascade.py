@@ -9,7 +9,7 @@ import numpy as np
 
 from curate.annotate.base import Annotation
 from curate.generate.candidates import Candidate
-from curate.ledger import Prices
+from curate.budget import Prices
 
 __all__ = ["CascadeAnnotator"]
 

@@ -1,7 +1,7 @@
 """Keep generating until enough candidates pass every filter, or the cost cap is reached.
 
 Costs come from the token usage the backends record (generator and LLM filters alike), priced by
-the :class:`~curate.ledger.Ledger`. Before each batch the batch shrinks so that even its worst case
+the :class:`~curate.budget.Ledger`. Before each batch the batch shrinks so that even its worst case
 fits what is left of the cap, so the cap is never crossed: generation stops exactly where one more
 candidate could not be paid for.
 """
@@ -17,7 +17,7 @@ import numpy as np
 from curate.errors import ConfigError
 from curate.generate.candidates import Candidate
 from curate.generate.filters import Filter, FilterReport, apply_filters
-from curate.ledger import Ledger
+from curate.budget import Ledger
 
 __all__ = ["GenerationResult", "generate_accepted"]
 

@@ -116,6 +116,8 @@ class ResponseLearner:
 
     classes = None  # responses, not classes: the loop gives strategies no class probabilities
 
+    capabilities = frozenset({"responses", "add_rows"})
+
     def __init__(self, pool, model: str | Path, *, run_dir: str | Path, restart: str = "continue",
                  lora: Mapping[str, Any] | None = None, train: Mapping[str, Any] | None = None, chat: bool = True,
                  system: str | None = None, max_length: int = 512, max_new_tokens: int = 64,

@@ -16,7 +16,7 @@ import numpy as np
 from curate.annotate.base import Annotation
 from curate.annotate.llm import split_tokens
 from curate.errors import ConfigError
-from curate.ledger import Prices
+from curate.budget import Prices
 
 __all__ = ["RecordedTeacher", "TeacherAnnotator"]
 

@@ -1,43 +1,15 @@
-"""``curate distill RECIPE``: uncertainty-driven distillation from the command line.
-
-    curate distill RECIPE [--out DIR] [--set key=value ...] [--dry-run] [--no-eval]
-
-Running it again with the same ``--out`` resumes the run (nothing is bought or trained twice).
-Wired into the console script by ``curate.paradigms.cli`` through :func:`register`.
-"""
+"""What ``curate distill run RECIPE`` prints (the command itself is the core's run; ``curate
+distill RECIPE`` reads as ``curate distill run RECIPE``, and running it again with the same ``--out``
+resumes the run: nothing is bought or trained twice)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-__all__ = ["register"]
+__all__ = ["report"]
 
 
-def register(subparsers) -> dict[str, Any]:
-    """Add ``distill`` to the ``curate`` parser; returns ``{"distill": handler}``."""
-    p = subparsers.add_parser("distill", help="distil a teacher into a student, asking the teacher only where the "
-                                              "student is unsure (recipes/distill-*.yaml)")
-    p.add_argument("recipe", help="a distill recipe (YAML)")
-    p.add_argument("--out", default=None, help="run folder (default: runs/<recipe name>); an existing one is resumed")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="override a recipe key, e.g. --set stop.money=0.01")
-    p.add_argument("--dry-run", action="store_true", help="print the most the recipe can spend, spend nothing")
-    p.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation at the end")
-    return {"distill": _handle}
-
-
-def _handle(args) -> int:
-    from .config import load_distill_config
-    from .run import start_distill
-
-    config = load_distill_config(args.recipe, args.overrides)
-    out = args.out or str(Path("runs") / Path(args.recipe).stem)
-    summary = start_distill(config, out, dry_run=args.dry_run, evaluate=not args.no_eval)
+def report(outcome) -> None:
+    summary = outcome.summary
     cur = summary["currency"]
-    print(f"Worst-case cost: {summary['worst_case']:.6f} {cur}")
-    if args.dry_run:
-        return 0
     ledger = summary["ledger"]
     print(f"Stopped: {summary['stop_reason']}")
     print(f"Spent: {ledger['spent']:.6f} {cur} (answers {ledger.get('spent_llm', 0.0):.6f}, probes "
@@ -57,5 +29,4 @@ def _handle(args) -> int:
             print(f"Exact match {ev['accuracy']:.3f} ({ev['em_right']}/{ev['em_n']})")
     print(f"Distilled data: {summary['data']}")
     print(f"Student: {summary['student']}")
-    print(f"Run folder: {summary['run_dir']}")
-    return 0
+    print(f"Run folder: {outcome.folder}")

@@ -11,14 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curate.config import PricesConfig, load_recipe
+from curate.config import PricesConfig, StopConfig, load_recipe
 from curate.errors import ConfigError, did_you_mean
 from curate.models import DEFAULT_EMBEDDER, DEFAULT_LM
 
-__all__ = ["AcquireDistillConfig", "DistillConfig", "EvalDistillConfig", "PromptsConfig", "StopDistillConfig",
-           "StudentConfig", "TeacherConfig", "load_distill_config"]
+__all__ = ["AcquireDistillConfig", "DistillConfig", "EvalDistillConfig", "PromptsConfig", "StudentConfig", "TeacherConfig", "load_distill_config"]
 
-STRATEGIES = ("random", "probe", "entropy", "perplexity", "semantic", "kcenter", "probe_kcenter", "entropy_kcenter")
 INITS = ("random", "kcenter")
 
 
@@ -95,7 +93,9 @@ class StudentConfig:
 class AcquireDistillConfig:
     init: str = "random"        # random | kcenter
     init_size: int = 16
-    strategy: str = "probe"     # random | probe | entropy | perplexity | semantic | kcenter | probe_kcenter | entropy_kcenter
+    # probe | probe_kcenter (this paradigm's), entropy | perplexity | semantic | entropy_kcenter (the student's
+    # own uncertainty: answer_*), random, kcenter, or any registered strategy a response learner can feed.
+    strategy: str = "probe"
     batch_size: int = 16
     sample: int | None = 64     # candidates scored (and probed) per round; null = all
     probe_tokens: int = 8       # probe: the teacher's first k tokens
@@ -105,17 +105,10 @@ class AcquireDistillConfig:
 
     def __post_init__(self) -> None:
         _one_of(self.init, INITS, "acquire.init")
-        _one_of(self.strategy, STRATEGIES, "acquire.strategy")
         _positive(self.init_size, "acquire.init_size")
         _positive(self.batch_size, "acquire.batch_size")
         _positive(self.sample, "acquire.sample", allow_none=True)
         _positive(self.probe_tokens, "acquire.probe_tokens")
-
-
-@dataclass
-class StopDistillConfig:
-    rounds: int | None = 5
-    money: float | None = None  # the teacher budget (answers and probes), in prices.currency
 
 
 @dataclass
@@ -127,7 +120,7 @@ class DistillConfig:
     acquire: AcquireDistillConfig = field(default_factory=AcquireDistillConfig)
     embedder: str = DEFAULT_EMBEDDER
     prices: PricesConfig = field(default_factory=PricesConfig)
-    stop: StopDistillConfig = field(default_factory=StopDistillConfig)
+    stop: StopConfig = field(default_factory=lambda: StopConfig(rounds=5))  # money: answers and probes
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -2,7 +2,7 @@
 scored by the student.
 
 The probe costs teacher tokens (the prompt in, ``k`` out), so it is paid through the loop's
-:class:`~curate.loop.Purse`: the loop keeps the probe's worst case out of the batch's money, hands
+:class:`~curate.budget.Purse`: the loop keeps the probe's worst case out of the batch's money, hands
 the scorer a purse before each selection, and every probe is charged (source ``"probe"``) and
 journalled as it is made. A probe is kept once bought: the teacher's opening does not change
 between rounds, only the student's view of it does.
@@ -24,7 +24,7 @@ import numpy as np
 from curate.acquire.base import PoolState
 from curate.annotate.llm import split_tokens
 from curate.errors import ConfigError
-from curate.ledger import Prices
+from curate.budget import Prices
 from curate.train import write_json_atomic
 
 __all__ = ["TeacherProbe"]

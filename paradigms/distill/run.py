@@ -13,24 +13,25 @@ student's ``state.json`` and the probe cache).
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from curate.config import to_dict
+from curate.build import available_for, ledger_from, loop_from, stopping_from, strategy_from, teacher_from
+from curate.config import LMConfig
 from curate.errors import ConfigError
+from curate.runs import Built, RunFolder
 
 from .config import DistillConfig
 
-__all__ = ["DistillRun", "build_distill", "evaluate_student", "start_distill", "worst_case"]
+__all__ = ["ALIASES", "DistillRun", "SPECS", "build", "build_distill", "evaluate_student"]
 
 logger = logging.getLogger(__name__)
 
-_CONFIG = "distill.yaml"
+# A distill recipe's short names for the student's own uncertainty (the registry's answer_*).
+ALIASES = {"entropy": "answer_entropy", "perplexity": "answer_perplexity", "semantic": "answer_semantic",
+           "entropy_kcenter": "answer_entropy_kcenter"}
 
 
 @dataclass
@@ -44,51 +45,60 @@ class DistillRun:
     run_dir: Path
 
 
-def _teacher_backend(config: DistillConfig):
-    from curate.backends import load_backend
+def _probe(ctx, *, diverse: bool = False, tokens: int = 8, sample: int | None = 64, chat: bool = True,
+           system: str | None = None, max_input_tokens: int = 1024, m: int | None = None):
+    """The teacher probe (:class:`~.probe.TeacherProbe`): how little the student expects the opening
+    of the teacher's answer; paid while selecting, from the round's purse."""
+    from curate.acquire import TopK, TopThenDiverse
+
+    from .probe import TeacherProbe
+
+    probe = TeacherProbe(ctx.learner, ctx.teacher, tokens=tokens, sample=sample, chat=chat, system=system,
+                         max_input_tokens=max_input_tokens, seed=ctx.seed,
+                         cache=None if ctx.run_dir is None else Path(ctx.run_dir) / "probes.json")
+    if diverse:
+        return TopThenDiverse(probe, m if m is not None else 4 * (ctx.batch_size or 16))
+    return TopK(probe, allow_fewer=True)
+
+
+def _specs():
+    from curate.acquire.registry import StrategySpec
+
+    needs = frozenset({"responses", "teacher"})
+    return (StrategySpec("probe", _probe, needs, "the student's surprise at the teacher's first tokens (paid)",
+                         owner="distill"),
+            StrategySpec("probe_kcenter", lambda ctx, **p: _probe(ctx, diverse=True, **p), needs | {"index"},
+                         "the probe's top prompts, spread out by k-center", owner="distill"))
+
+
+SPECS = _specs()
+
+
+def _strategy(config: DistillConfig, name: str, learner, teacher, run_dir: Path, index, embedder):
+    from curate.acquire.registry import REGISTRY, StrategyContext
+
+    for spec in SPECS:  # as the plugin does when loaded; adding twice changes nothing
+        REGISTRY.add(spec)
+    a, t = config.acquire, config.teacher
+    resolved = ALIASES.get(name, name)
+    params: dict[str, Any] = {}
+    if resolved.startswith("probe"):
+        params = dict(tokens=a.probe_tokens, sample=a.sample, chat=t.chat, system=t.system,
+                      max_input_tokens=a.probe_max_input_tokens or t.max_input_tokens)
+    elif resolved.startswith("answer_"):
+        params = dict(sample=a.sample, samples=a.samples)
+    if resolved.endswith("_kcenter") and a.diverse_m is not None:
+        params["m"] = a.diverse_m
+    context = StrategyContext(learner=learner, teacher=teacher, embedder=embedder, index=index, seed=config.seed,
+                              run_dir=run_dir, batch_size=a.batch_size)
+    return strategy_from(name, params, context=context, aliases=ALIASES, who="a distillation run",
+                         available=available_for(learner, index=index, teacher=True))
+
+
+def build_distill(config: DistillConfig, run_dir: str | Path, *, evaluate: bool = True) -> DistillRun:
+    """Prompts -> teacher (the loop's annotator) -> student -> index (when a strategy spreads
+    prompts) -> strategies (checked before round 0) -> loop with the money budget."""
     from curate.models import resolve_lm
-
-    t = config.teacher
-    kwargs: dict[str, Any] = {}
-    if t.kind != "openai":
-        kwargs["device"] = t.device
-    if t.base_url:
-        kwargs["base_url"] = t.base_url
-    return load_backend(t.kind, resolve_lm(t.model) if t.kind == "hf" else t.model, **kwargs)
-
-
-def _strategy(config: DistillConfig, learner, teacher, run_dir: Path, index, embedder):
-    """The round strategy and, for the probe, the part that pays while selecting."""
-    from curate.acquire import Random, TopK, TopThenDiverse
-    from curate.acquire.diversity import KCenterGreedy
-    from curate.responses import AnswerUncertainty
-
-    a, seed = config.acquire, config.seed
-    m = a.diverse_m or 4 * a.batch_size
-    if a.strategy == "random":
-        return Random(allow_fewer=True), None
-    if a.strategy == "kcenter":
-        return KCenterGreedy(), None
-    if a.strategy in ("probe", "probe_kcenter"):
-        from .probe import TeacherProbe
-
-        probe = TeacherProbe(learner, teacher, tokens=a.probe_tokens, sample=a.sample, chat=config.teacher.chat,
-                             system=config.teacher.system,
-                             max_input_tokens=a.probe_max_input_tokens or config.teacher.max_input_tokens,
-                             seed=seed, cache=run_dir / "probes.json")
-        return (TopK(probe, allow_fewer=True) if a.strategy == "probe" else TopThenDiverse(probe, m)), probe
-    measure = {"entropy_kcenter": "entropy"}.get(a.strategy, a.strategy)
-    scorer = AnswerUncertainty(learner, measure, samples=a.samples, embedder=embedder, sample=a.sample, seed=seed)
-    return (TopThenDiverse(scorer, m) if a.strategy.endswith("_kcenter") else TopK(scorer, allow_fewer=True)), None
-
-
-def build_distill(config: DistillConfig, run_dir: str | Path) -> DistillRun:
-    from curate.acquire import Random
-    from curate.ledger import Ledger, Prices
-    from curate.loop import ActiveLoop
-    from curate.models import resolve_lm
-    from curate.responses import RecordedTeacher, TeacherAnnotator
-    from curate.stopping import MaxRounds
 
     from .data import load_prompt_pool
     from .learner import student_learner
@@ -98,15 +108,13 @@ def build_distill(config: DistillConfig, run_dir: str | Path) -> DistillRun:
     pool = load_prompt_pool(pc.path, pc.format, columns=pc.columns, offset=pc.offset, limit=pc.limit)
     student = resolve_lm(config.student.model)
     t = config.teacher
-    if t.kind == "recorded":
-        if t.column not in pool.columns:
-            raise ConfigError(f"teacher.column '{t.column}' is not a column of the pool; it has {pool.columns}.")
-        annotator = RecordedTeacher(t.column, tokenizer=resolve_lm(t.tokenizer) if t.tokenizer else student).prepare(pool)
-        probe_teacher = annotator
-    else:
-        probe_teacher = _teacher_backend(config)
-        annotator = TeacherAnnotator(probe_teacher, chat=t.chat, system=t.system, max_new_tokens=t.max_new_tokens,
-                                     max_input_tokens=t.max_input_tokens)
+    live = None if t.kind == "recorded" else LMConfig(backend=t.kind, model=resolve_lm(t.model) if t.kind == "hf"
+                                                         else t.model, device=t.device, base_url=t.base_url)
+    annotator = teacher_from(t.kind, pool, lm=live, column=t.column,
+                             tokenizer=resolve_lm(t.tokenizer) if t.tokenizer else student, chat=t.chat,
+                             system=t.system, max_new_tokens=t.max_new_tokens, max_input_tokens=t.max_input_tokens)
+    # The probe asks the same teacher: the recorded answers, or the live teacher's backend.
+    probe_teacher = annotator if t.kind == "recorded" else annotator.backend
     s = config.student
     learner = student_learner(pool, student, run_dir=run_dir, mode=s.mode,
                               teacher=resolve_lm(t.model) if s.mode == "token" else None, method=s.method,
@@ -114,36 +122,57 @@ def build_distill(config: DistillConfig, run_dir: str | Path) -> DistillRun:
                               max_length=s.max_length, max_new_tokens=s.max_new_tokens,
                               self_training=s.self_training, device=s.device, seed=config.seed)
     a = config.acquire
+    names = (a.init, a.strategy)
     index = embedder = None
-    if a.init == "kcenter" or "kcenter" in a.strategy or a.strategy == "semantic":
+    if any("kcenter" in n or "semantic" in n for n in names):
         from curate.embed import load_embedder
-        from curate.index import EmbeddingIndex
 
         embedder = load_embedder(config.embedder)
-        if a.init == "kcenter" or "kcenter" in a.strategy:
+        if any("kcenter" in n for n in names):
+            from curate.index import EmbeddingIndex
+
             index = EmbeddingIndex.from_vectors(embedder.encode(list(pool.column("prompt"))), pool.ids,
                                                 model=embedder.name)
-    strategy, probe = _strategy(config, learner, probe_teacher, run_dir, index, embedder)
-    if a.init == "kcenter":
-        from curate.acquire.diversity import KCenterGreedy
-
-        init = KCenterGreedy()
-    else:
-        init = Random(allow_fewer=True)
-    prices = Prices(**to_dict(config.prices))
-    evaluate = None
+    strategy = _strategy(config, a.strategy, learner, probe_teacher, run_dir, index, embedder)
+    init = _strategy(config, a.init, learner, probe_teacher, run_dir, index, embedder)
+    probe = getattr(strategy, "scorer", None)
+    probes = [probe] if callable(getattr(probe, "use_purse", None)) else []
     ev = config.eval
-    if ev is not None and ev.every_round and ev.loss_size:
+    every_round = None
+    if evaluate and ev is not None and ev.every_round and ev.loss_size:
         rows = _eval_rows(config)
 
-        def evaluate(model):
+        def every_round(model):
             return evaluate_student(model, rows, loss_size=ev.loss_size, accuracy_size=0)["loss"]
 
-    loop = ActiveLoop(pool, strategy=strategy, annotator=annotator, learner=learner, run_dir=run_dir, index=index,
-                      init=init, init_size=a.init_size, batch_size=a.batch_size,
-                      stopping=MaxRounds(config.stop.rounds or 10**9), ledger=Ledger(prices, budget=config.stop.money),
-                      evaluate=evaluate, seed=config.seed, probes=[probe] if probe is not None else [])
-    return DistillRun(loop, pool, learner, annotator, probe, config, run_dir)
+    loop = loop_from(pool, strategy=strategy, init=init, annotator=annotator, learner=learner, run_dir=run_dir,
+                     index=index, init_size=a.init_size, batch_size=a.batch_size, stopping=stopping_from(config.stop),
+                     ledger=ledger_from(config.prices, config.stop.money), label_budget=config.stop.labels,
+                     evaluate=every_round, seed=config.seed, probes=probes)
+    return DistillRun(loop, pool, learner, annotator, probes[0] if probes else None, config, run_dir)
+
+
+def build(config: DistillConfig, folder: RunFolder, *, evaluate: bool = True) -> Built:
+    run = build_distill(config, folder.path, evaluate=evaluate)
+
+    def finish(result) -> dict[str, Any]:
+        from curate.export import save_dataset
+        from curate.responses import response_dataset
+
+        data_path = folder.path / "distilled.jsonl"
+        if result.labels:
+            save_dataset(response_dataset(run.pool, folder.path, pseudo=run.learner.records()), data_path)
+        out: dict[str, Any] = {"currency": config.prices.currency, "responses": len(result.labels),
+                               "probes": len(run.probe.paid_) if run.probe is not None else 0,
+                               "data": str(data_path) if result.labels else None, "student": run.learner.current_,
+                               "rounds": run.learner.history_}
+        ev = config.eval
+        if evaluate and ev is not None and (ev.loss_size or ev.accuracy_size):
+            out["eval"] = evaluate_student(run.learner, _eval_rows(config), loss_size=ev.loss_size,
+                                           accuracy_size=ev.accuracy_size, max_new_tokens=ev.max_new_tokens)
+        return out
+
+    return Built(run.loop, config.stop.rounds, metric="held-out loss (nats/token)", finish=finish)
 
 
 def _eval_rows(config: DistillConfig) -> list[dict]:
@@ -179,50 +208,3 @@ def evaluate_student(learner, rows: list[dict], *, loss_size: int, accuracy_size
                          max_new_tokens=max_new_tokens)
         out.update({f"em_{k}" if k != "accuracy" else k: v for k, v in em.items()})
     return out
-
-
-def worst_case(run: DistillRun) -> float:
-    """The most the run can spend: the money budget, or every round's worst case without one."""
-    loop, prices = run.loop, run.loop.ledger.prices
-    if loop.ledger.budget is not None:
-        return loop.ledger.budget
-    rounds = run.config.stop.rounds
-    if rounds is None:
-        return float("inf")
-    per = (max(loop.annotator.item_micros(run.pool, run.pool.ids, prices)) if hasattr(loop.annotator, "item_micros")
-           else loop.annotator.worst_case_micros(prices))
-    probe = run.probe.worst_case_micros(prices) if run.probe is not None else 0
-    total = loop.init_size * per + (rounds - 1) * (loop.batch_size * per + probe)
-    return total / 1e6
-
-
-def start_distill(config: DistillConfig, out: str | Path, *, dry_run: bool = False, evaluate: bool = True) -> dict:
-    """Run (or resume) a distillation recipe into ``out``; returns a summary (also ``summary.json``)."""
-    from curate.export import save_dataset
-    from curate.responses import response_dataset
-
-    out = Path(out)
-    run = build_distill(config, out)
-    summary: dict[str, Any] = {"run_dir": str(out), "worst_case": worst_case(run), "currency": config.prices.currency}
-    if dry_run:  # nothing is written
-        return summary
-    out.mkdir(parents=True, exist_ok=True)
-    saved = out / _CONFIG
-    resolved = yaml.safe_dump(to_dict(config), sort_keys=False)
-    if saved.exists() and saved.read_text() != resolved:
-        logger.warning("%s was written by another recipe or overrides; continuing with the new one", saved)
-    saved.write_text(resolved)
-    result = run.loop.run()
-    data_path = out / "distilled.jsonl"
-    if result.labels:
-        save_dataset(response_dataset(run.pool, out, pseudo=run.learner.records()), data_path)
-    summary.update(stop_reason=result.stop_reason, ledger=result.ledger.totals(), curve=result.curve,
-                   responses=len(result.labels), probes=len(run.probe.paid_) if run.probe is not None else 0,
-                   data=str(data_path) if result.labels else None, student=run.learner.current_,
-                   rounds=run.learner.history_)
-    ev = config.eval
-    if evaluate and ev is not None and (ev.loss_size or ev.accuracy_size):
-        summary["eval"] = evaluate_student(run.learner, _eval_rows(config), loss_size=ev.loss_size,
-                                           accuracy_size=ev.accuracy_size, max_new_tokens=ev.max_new_tokens)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
-    return summary

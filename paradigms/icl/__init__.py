@@ -19,6 +19,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from curate.plugins import Paradigm
+
 # name -> module; resolved on first access so that importing the paradigm stays cheap.
 _LAZY = {
     "ICLConfig": "config", "PromptConfig": "config", "RetrieveConfig": "config", "AnnotateConfig": "config",
@@ -32,7 +34,37 @@ _LAZY = {
     "select_and_annotate": "annotate",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = ["PARADIGM", *sorted(_LAZY)]
+
+
+def _load(path=None, overrides=None, data=None):
+    from .config import load_icl_config
+
+    return load_icl_config(path, overrides, data)
+
+
+def _build(config, folder, **options):
+    from .run import build
+
+    return build(config, folder, **options)
+
+
+def _report(outcome) -> None:
+    from .cli import report
+
+    report(outcome)
+
+
+def _actions(sub):
+    from .cli import add_actions
+
+    return add_actions(sub)
+
+
+# ``curate icl run RECIPE`` is selective annotation (``annotate``); re-running it into the same folder resumes.
+PARADIGM = Paradigm(name="icl", summary="in-context learning: demonstrations per input, selective annotation, eval",
+                    load_config=_load, build=_build, report=_report, actions=_actions,
+                    bench_runner="curate.paradigms.icl.bench:ICLRunner", on_existing="continue")
 
 
 def __getattr__(name: str) -> Any:

@@ -33,7 +33,8 @@ from .config import AnnotateConfig, RetrieveConfig
 from .evaluate import build_prompts
 from .scoring import score_options
 
-__all__ = ["AnnotationPlan", "DemoSetLearner", "LMEntropy", "plan_annotation", "select_and_annotate"]
+__all__ = ["AnnotationPlan", "DemoSetLearner", "LMEntropy", "plan_annotation", "select_and_annotate",
+           "selective_annotation_loop"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,8 @@ class DemoSetLearner:
     """The loop's learner: the core's ``EmbeddingClassifier`` on the index vectors, with labels
     compared as text (a pool may hold ``1`` where the label set says ``"1"``)."""
 
+    capabilities = frozenset({"probs"})
+
     def __init__(self, features: np.ndarray, classes: Sequence[Any], *, C: float = 10.0) -> None:
         self.features = features
         self.classes = [str(c) for c in classes]
@@ -127,6 +130,7 @@ def plan_annotation(config: AnnotateConfig, *, backend=None, builder=None) -> An
         if config.subsample is not None:
             strategy = Subsample(strategy, config.subsample)
     else:
+        # Strategies whose selection does not depend on labels, from the one registry.
         init = make_strategy(config.strategy, **config.params)
         strategy = make_strategy(config.strategy, **config.params)
     init_size = config.init_size if config.init_size is not None else math.ceil(budget / rounds)
@@ -136,19 +140,28 @@ def plan_annotation(config: AnnotateConfig, *, backend=None, builder=None) -> An
     return AnnotationPlan(init, strategy, init_size, batch_size, rounds, budget)
 
 
+def selective_annotation_loop(pool, index, plan: AnnotationPlan, *, annotator, classes: Sequence[Any],
+                              run_dir: str | Path, seed: int = 0, ledger=None,
+                              initial_labels: Mapping[int, Any] | None = None, evaluate=None):
+    """The selective-annotation loop (not run): ``plan``'s strategies and round sizes, the core's
+    logistic regression as the loop's learner."""
+    from curate.build import loop_from
+    from curate.stopping import MaxRounds
+
+    learner = DemoSetLearner(index.vectors_of(pool.ids), classes)
+    return loop_from(pool, strategy=plan.strategy, annotator=annotator, learner=learner, run_dir=run_dir, index=index,
+                     init=plan.init, init_size=plan.init_size, batch_size=plan.batch_size,
+                     stopping=MaxRounds(plan.rounds), ledger=ledger, label_budget=plan.budget, seed=seed,
+                     initial_labels=initial_labels, evaluate=evaluate)
+
+
 def select_and_annotate(pool, index, plan: AnnotationPlan, *, annotator, classes: Sequence[Any], run_dir: str | Path,
                         seed: int = 0, ledger=None, initial_labels: Mapping[int, Any] | None = None,
                         evaluate=None):
     """Run the selective-annotation loop; returns the loop's :class:`~curate.loop.LoopResult`
     (``labels`` maps the annotated pool ids to their labels; ``waiting`` when people must answer first)."""
-    from curate.loop import ActiveLoop
-    from curate.stopping import MaxRounds
-
-    learner = DemoSetLearner(index.vectors_of(pool.ids), classes)
-    loop = ActiveLoop(pool, strategy=plan.strategy, annotator=annotator, learner=learner, run_dir=run_dir, index=index,
-                      init=plan.init, init_size=plan.init_size, batch_size=plan.batch_size,
-                      stopping=MaxRounds(plan.rounds), ledger=ledger, label_budget=plan.budget, seed=seed,
-                      initial_labels=initial_labels, evaluate=evaluate)
+    loop = selective_annotation_loop(pool, index, plan, annotator=annotator, classes=classes, run_dir=run_dir,
+                                     seed=seed, ledger=ledger, initial_labels=initial_labels, evaluate=evaluate)
     result = loop.run()
     logger.info("selective annotation: %d labels (%s); %s", len(result.labels), result.stop_reason,
                 result.ledger.describe())

@@ -9,7 +9,7 @@ inputs, its ``k`` nearest labelled examples (KATE), scored by option log-probs a
 ``icl_calibrated_accuracy`` (contextual calibration, one content-free estimate for the whole test
 set), and the LM's ``eval_tokens`` and ``eval_seconds`` for the evaluation.
 
-Options (``paradigms: {icl: {...}}`` in the recipe): ``n_test`` (40), ``k`` (4), ``calibrate`` (true),
+Options (``options: {icl: {...}}`` in the recipe): ``n_test`` (40), ``k`` (4), ``calibrate`` (true),
 ``max_demo_tokens`` (32), ``max_input_tokens`` (64), ``max_batch_tokens`` (4096), ``max_batch_size``
 (16), ``pool_per_seed`` (null: every seed annotates the whole pool; N: each seed its own random N
 examples of it, as Su et al. do, so that deterministic strategies such as vote-k vary over seeds too),
@@ -58,6 +58,8 @@ class _Recorder:
     """The loop's learner (the core's logistic regression on the index vectors), remembering what it was
     trained on: the labels bought so far are the demonstrations the evaluation may use."""
 
+    capabilities = frozenset({"probs"})
+
     def __init__(self, features: np.ndarray, classes) -> None:
         from .annotate import DemoSetLearner
 
@@ -95,7 +97,7 @@ class ICLRunner:
         if source == "synthetic":
             raise ConfigError(f"grid.dataset '{cell.dataset}' is synthetic (vectors, no text): the icl paradigm needs text.")
         if source not in PROMPTS and cell.dataset not in self.options["prompts"]:
-            raise ConfigError(f"paradigms.icl.prompts has no prompt for dataset '{cell.dataset}' (built in: "
+            raise ConfigError(f"options.icl.prompts has no prompt for dataset '{cell.dataset}' (built in: "
                               f"{', '.join(PROMPTS)}); add one with input_template and answer_template.")
 
     # ------------------------------------------------------------------ shared parts
@@ -131,7 +133,7 @@ class ICLRunner:
             spec = {**PROMPTS.get(source, {}), **self.options["prompts"].get(name, {})}
             spec.setdefault("max_demo_tokens", self.options["max_demo_tokens"])
             spec.setdefault("max_input_tokens", self.options["max_input_tokens"])
-            prompt = from_dict(PromptConfig, spec, f"paradigms.icl.prompts.{name}")
+            prompt = from_dict(PromptConfig, spec, f"options.icl.prompts.{name}")
             builder = PromptBuilder.for_backend(prompt, split.classes, self.backend())
             self._data[name] = {"split": split, "vectors": vectors, "pools": {}, "texts": texts,
                                 "gold": [split.test_labels[i] for i in pick], "test_x": self._embedder.encode(texts),
@@ -168,7 +170,7 @@ class ICLRunner:
             build_strategy,
             init_strategy,
         )
-        from curate.loop import ActiveLoop
+        from curate.build import loop_from
 
         from .config import RetrieveConfig
         from .evaluate import evaluate_icl
@@ -194,8 +196,8 @@ class ICLRunner:
 
         learner = _Recorder(index.vectors, classes)
         annotator = build_cell_annotator(self.config, cell, classes, pool, index, self.backend)
-        loop = ActiveLoop(pool, strategy=build_strategy(self.config, cell.strategy), annotator=annotator,
-                          learner=learner, run_dir=run_dir, index=index, init=init_strategy(self.config, cell),
-                          init_size=schedule.init, batch_size=schedule.batch, stopping=build_stopping(self.config, cell),
-                          ledger=build_ledger(self.config, cell), evaluate=metrics_log.evaluator(measure), seed=cell.seed)
+        loop = loop_from(pool, strategy=build_strategy(self.config, cell.strategy), annotator=annotator,
+                         learner=learner, run_dir=run_dir, index=index, init=init_strategy(self.config, cell),
+                         init_size=schedule.init, batch_size=schedule.batch, stopping=build_stopping(self.config, cell),
+                         ledger=build_ledger(self.config, cell), evaluate=metrics_log.evaluator(measure), seed=cell.seed)
         return loop.run()

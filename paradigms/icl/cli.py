@@ -21,8 +21,8 @@ from typing import Any
 
 from curate.errors import ConfigError
 
-__all__ = ["add_annotate_arguments", "add_eval_arguments", "add_select_arguments", "register", "run_annotate",
-           "run_eval", "run_select"]
+__all__ = ["add_actions", "add_annotate_arguments", "add_eval_arguments", "add_select_arguments", "report",
+           "run_annotate", "run_eval", "run_select"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,16 +63,13 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: evaluate.seeds)")
 
 
-def register(subparsers) -> dict[str, Any]:
-    """Add ``icl`` and its actions to the ``curate`` parser (a ``curate.cli`` extension); returns
-    ``{"icl": handler}``."""
-    icl = subparsers.add_parser("icl", help="in-context learning: demonstrations per input, selective annotation, eval")
-    sub = icl.add_subparsers(dest="icl_command", required=True, metavar="ACTION")
+def add_actions(sub) -> dict[str, Any]:
+    """``curate icl select | annotate | eval`` (``run`` = annotate from a recipe, and ``resume``, come
+    from the core)."""
     add_select_arguments(sub.add_parser("select", help="per test input, demonstrations and the prompt -> JSONL"))
     add_annotate_arguments(sub.add_parser("annotate", help="selective annotation under a budget (vote-k, ...)"))
     add_eval_arguments(sub.add_parser("eval", help="accuracy with the chosen demonstrations, mean +- sd over seeds"))
-    handlers = {"select": run_select, "annotate": run_annotate, "eval": run_eval}
-    return {"icl": lambda args: handlers[args.icl_command](args)}
+    return {"select": run_select, "annotate": run_annotate, "eval": run_eval}
 
 
 # ---------------------------------------------------------------------------------------------- shared steps
@@ -101,29 +98,21 @@ def _config(args, **flags: Any):
 
 
 def _load(pc, require: tuple[str, ...]):
-    from curate.pool import load_pool
+    from .run import load_pool_of
 
-    return load_pool(pc.path, columns=pc.columns, id_column=pc.id_column, format=pc.format, split=pc.split,
-                     require=require)
+    return load_pool_of(pc, require)
 
 
 def _labels(config, pool) -> list[str]:
-    if config.labels:
-        return [str(c) for c in config.labels]
-    if "label" not in pool.roles:
-        raise ConfigError("No label set: pass --labels a,b,... or set labels in the recipe.")
-    found = sorted({str(v) for v in pool.column("label") if v is not None})
-    logger.info("label set taken from the pool: %s", found)
-    return found
+    from .run import labels_of
+
+    return labels_of(config, pool)
 
 
 def _backend(config):
-    from curate.backends import load_backend
+    from curate.build import backend_from
 
-    kwargs = {"device": config.lm.device} if config.lm.backend != "openai" else {}
-    if config.lm.base_url:
-        kwargs["base_url"] = config.lm.base_url
-    return load_backend(config.lm.backend, config.lm.model, **kwargs)
+    return backend_from(config.lm)
 
 
 def _labelled_set(pool, labels: list[str]):
@@ -207,56 +196,26 @@ def run_select(args) -> int:
 
 
 def run_annotate(args) -> int:
-    from curate.embed import load_embedder
-    from curate.index import EmbeddingIndex
-    from curate.ledger import Ledger, Prices
-    from curate.run import build_annotator
+    from curate.runs import RunFolder, execute
 
-    from .annotate import plan_annotation, select_and_annotate
-    from .prompts import PromptBuilder
+    from . import PARADIGM
 
     config = _config(args, **{"annotate.strategy": args.strategy, "annotate.budget": args.budget})
     # __post_init__ checks do not rerun on attribute changes: check the flags' values here.
     type(config.annotate)(**vars(config.annotate))
-    pool = _load(config.pool, ("text",))
-    labels = _labels(config, pool)
-    config.labels = labels  # the annotators read the label set from the config
-    embedder = load_embedder(config.embedder)
-    index = EmbeddingIndex.from_pool(pool, embedder)
-    cache: dict[str, Any] = {}
-
-    def backend_factory():
-        if "lm" not in cache:
-            cache["lm"] = _backend(config)
-        return cache["lm"]
-
-    annotator = build_annotator(config, pool, index, backend_factory)
-    backend = builder = None
-    if config.annotate.strategy == "uncertainty":
-        backend = backend_factory()
-        builder = PromptBuilder.for_backend(config.prompt, labels, backend)
-    plan = plan_annotation(config.annotate, backend=backend, builder=builder)
-    p = config.prices
-    ledger = Ledger(Prices(p.human_per_label, p.llm_input_per_million, p.llm_output_per_million, p.currency))
-    out = Path(args.out)
-    result = select_and_annotate(pool, index, plan, annotator=annotator, classes=labels, run_dir=out, seed=config.seed,
-                                 ledger=ledger)
-    keys = pool.column("key") if "key" in pool.columns else None
-    ids = sorted(result.labels)
-    texts = pool.texts(ids) if ids else []
-    with open(out / "demonstrations.jsonl", "w", encoding="utf-8") as handle:
-        for i, text in zip(ids, texts, strict=True):
-            row = {"id": int(i), "text": text, "label": str(result.labels[i])}
-            if keys is not None:
-                # Under the pool's own id column, so that the same recipe reads this file as --pool.
-                row[config.pool.id_column] = keys[i]
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    print(f"{config.annotate.strategy}: {len(ids)} of {len(pool)} examples annotated ({result.stop_reason}); "
-          f"{result.ledger.describe()}")
-    print(f"Demonstrations: {out / 'demonstrations.jsonl'} (use it as --pool of `curate icl select` / `eval`)")
-    if result.waiting:
-        print(f"Waiting for people to label the exported batch; then run the same command again to resume {out}.")
+    report(execute(PARADIGM, config, RunFolder(args.out)))
     return 0
+
+
+def report(outcome) -> None:
+    """What selective annotation prints (``curate icl annotate`` / ``run``, ``curate resume``)."""
+    s, result = outcome.summary, outcome.result
+    print(f"{s['strategy']}: {s['labels']} of {s['pool_size']} examples annotated ({s['stop_reason']}); "
+          f"{result.ledger.describe()}")
+    print(f"Demonstrations: {s['demonstrations']} (use it as --pool of `curate icl select` / `eval`)")
+    if result.waiting:
+        print(f"Waiting for people to label the exported batch; then run the same command again to resume "
+              f"{outcome.folder}.")
 
 
 # ---------------------------------------------------------------------------------------------- eval

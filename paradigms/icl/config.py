@@ -185,8 +185,9 @@ class ICLConfig:
             raise ConfigError(f"prompt.verbalizers names labels {unknown} that are not in labels {self.labels}.")
 
 
-def load_icl_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ICLConfig:
-    """Defaults, then the YAML recipe at ``path``, then ``a.b=value`` overrides. Relative pool paths in
-    the recipe are resolved against the recipe's folder when they exist there."""
-    return load_recipe(ICLConfig, path, overrides, pools=("pool", "inputs"), require_pool=False,
+def load_icl_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                    data: dict | None = None) -> ICLConfig:
+    """Defaults, then the YAML recipe at ``path`` (or ``data``), then ``a.b=value`` overrides. Relative
+    pool paths in the recipe are resolved against the recipe's folder when they exist there."""
+    return load_recipe(ICLConfig, path, overrides, data=data, pools=("pool", "inputs"), require_pool=False,
                        missing_hint=" The shipped ICL recipes are recipes/icl-*.yaml.")

@@ -11,7 +11,10 @@
 * out: :func:`preference_dataset` (``prompt``/``chosen``/``rejected`` with provenance); CLI ``curate prefs``.
 
 Importing this package loads no torch, transformers or TRL; they load when a model is used.
+``PARADIGM`` plugs it into curate (``curate prefs run | export | judge | select``, ``curate resume``).
 """
+
+from curate.plugins import Paradigm
 
 from .candidates import sample_pairs
 from .data import load_pair_pool, read_alpaca_eval, read_hh_rlhf
@@ -22,6 +25,8 @@ from .pairs import LABELS, chosen_rejected, pair_pool, pairs_from_preferences, s
 from .reward import RewardModelLearner, embed_pairs, reward_features
 from .scores import bt_probs, dpo_margin, pair_logprobs
 from .strategies import (
+    ALIASES,
+    SPECS,
     STRATEGIES,
     EnsembleDisagreement,
     EntropyCertainty,
@@ -35,5 +40,34 @@ __all__ = [
     "PairwiseJudge", "RewardModelLearner", "TRLRewardLearner", "Verdicts", "bt_probs", "chosen_rejected", "dpo_margin",
     "embed_pairs", "journal_provenance", "load_pair_pool", "make_preference_strategy", "pair_logprobs", "pair_pool",
     "pairs_from_preferences", "preference_dataset", "read_alpaca_eval", "read_hh_rlhf", "reward_features",
-    "sample_pairs", "split_dialogue",
+    "sample_pairs", "split_dialogue", "PARADIGM",
 ]
+
+
+def _load(path=None, overrides=None, data=None):
+    from .config import load_prefs_config
+
+    return load_prefs_config(path, overrides, data)
+
+
+def _build(config, folder, **options):
+    from .run import build
+
+    return build(config, folder, **options)
+
+
+def _report(outcome) -> None:
+    from .cli import report
+
+    report(outcome)
+
+
+def _actions(sub):
+    from .cli import add_actions
+
+    return add_actions(sub)
+
+
+PARADIGM = Paradigm(name="prefs", summary="active preference pairs: judge, select, run a DPO/reward-model loop",
+                    load_config=_load, build=_build, report=_report, actions=_actions, strategies=SPECS,
+                    aliases=ALIASES, also=("preference",))

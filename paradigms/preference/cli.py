@@ -2,11 +2,9 @@
 
     curate prefs judge PAIRS --out judged.jsonl      # the LLM judge, both orders; agreement with gold labels
     curate prefs select PAIRS --strategy S --budget K --out picks.jsonl [--policy P --reference R]
-    curate prefs run RECIPE [--out DIR] [--set key=value] [--dry-run]
-    curate prefs resume DIR
+    curate prefs run RECIPE [--out DIR] [--set key=value] [--dry-run]   # the core's run command
+    curate resume DIR
     curate prefs export DIR [--out FILE]
-
-Wired into the console script by ``curate.paradigms.cli`` through :func:`register`.
 """
 
 from __future__ import annotations
@@ -16,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["register"]
+__all__ = ["add_actions", "report"]
 
 _FORMATS = ["jsonl", "json", "csv", "tsv", "parquet", "hh_rlhf", "alpaca_eval"]
 
@@ -29,11 +27,8 @@ def _pairs_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the chosen response's position, and of selection")
 
 
-def register(subparsers) -> dict[str, Any]:
-    """Add ``prefs`` and its actions to the ``curate`` parser; returns ``{"prefs": handler}``."""
-    prefs = subparsers.add_parser("prefs", help="active preference pairs: judge, select, run a DPO/reward-model loop")
-    sub = prefs.add_subparsers(dest="prefs_command", required=True, metavar="ACTION")
-
+def add_actions(sub) -> dict[str, Any]:
+    """``curate prefs judge | select | export`` (``run`` and ``resume`` come from the core)."""
     judge = sub.add_parser("judge", help="label pairs with the LLM judge (both orders, position bias cancelled)")
     _pairs_args(judge)
     judge.add_argument("--out", required=True, help="output .jsonl: label, confidence, both orders' log-odds")
@@ -58,24 +53,11 @@ def register(subparsers) -> dict[str, Any]:
     select.add_argument("--device", default="cpu")
     select.add_argument("--embedder", default=None)
 
-    run = sub.add_parser("run", help="run an active preference loop from a YAML recipe (recipes/prefs-*.yaml)")
-    run.add_argument("recipe")
-    run.add_argument("--out", default=None, help="run folder (default: runs/<recipe name>)")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides")
-    run.add_argument("--dry-run", action="store_true", help="print the most the recipe can spend, spend nothing")
-
-    resume = sub.add_parser("resume", help="continue a prefs run that stopped, paused for people, or was killed")
-    resume.add_argument("run_dir")
-
     export = sub.add_parser("export", help="write a run's labelled pairs as prompt/chosen/rejected with provenance")
     export.add_argument("run_dir")
     export.add_argument("--out", default=None, help=".jsonl or .parquet (default: the recipe's export path)")
 
-    return {"prefs": _handle}
-
-
-def _handle(args) -> int:
-    return {"judge": _judge, "select": _select, "run": _run, "resume": _resume, "export": _export}[args.prefs_command](args)
+    return {"judge": _judge, "select": _select, "export": _export}
 
 
 def _judge(args) -> int:
@@ -151,53 +133,33 @@ def _select(args) -> int:
     return 0
 
 
-def _report(result, export_path) -> None:
+def report(outcome) -> None:
+    result = outcome.result
     print(f"Stopped: {result.stop_reason}")
     print(f"Ledger: {result.ledger.describe()}")
     print(f"{'round':>5} {'labels':>6} {'spent':>10} {'accuracy':>8}")
     for c in result.curve:
         metric = "" if c["metric"] is None else f"{c['metric']:.4f}"
         print(f"{c['round']:>5} {c['labels']:>6} {c['spent']:>10.4f} {metric:>8}")
-    print(f"Preference data: {export_path}")
-    print(f"Run folder: {result.run_dir}")
+    print(f"Preference data: {outcome.summary['export']}")
+    print(f"Run folder: {outcome.folder}")
     if result.waiting:
-        print(f"Label the exported pairs (labels a, b, tie), then: curate prefs resume {result.run_dir}")
-
-
-def _run(args) -> int:
-    from .config import load_prefs_config
-    from .run import start_prefs
-
-    config = load_prefs_config(args.recipe, args.overrides)
-    out = args.out or str(Path("runs") / Path(args.recipe).stem)
-    result, path, worst = start_prefs(config, out, dry_run=args.dry_run)
-    print(f"Worst-case cost: {worst:.4f} {config.prices.currency}")
-    if result is not None:
-        _report(result, path)
-    return 0
-
-
-def _resume(args) -> int:
-    from .run import resume_prefs
-
-    _report(*resume_prefs(args.run_dir))
-    return 0
+        print(f"Label the exported pairs (labels a, b, tie), then: curate resume {outcome.folder}")
 
 
 def _export(args) -> int:
-    import yaml
-
     from curate.errors import ConfigError
     from curate.export import save_dataset
+    from curate.runs import RunFolder
 
     from .config import load_prefs_config
     from .run import build_prefs_loop, export_run
 
-    config_path = Path(args.run_dir) / "prefs.yaml"
-    if not config_path.exists():
-        raise ConfigError(f"{args.run_dir} is not a prefs run folder (no prefs.yaml).")
-    config = load_prefs_config(data=yaml.safe_load(config_path.read_text()))
-    run = build_prefs_loop(config, args.run_dir)
+    paradigm, data = RunFolder(args.run_dir).read_config()
+    if paradigm != "prefs":
+        raise ConfigError(f"{args.run_dir} holds a {paradigm or 'classify'} run, not a prefs run.")
+    config = load_prefs_config(data=data)
+    run = build_prefs_loop(config, args.run_dir, evaluate=False)
     if run.loop.run_dir.joinpath("journal.sqlite").exists():
         # The learner holds no state until fitted: refit it on the journalled labels for the margins.
         from .export import journal_provenance

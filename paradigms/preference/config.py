@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curate.config import LMConfig, PricesConfig, load_recipe
+from curate.config import LMConfig, PricesConfig, StopConfig, load_recipe
 from curate.errors import ConfigError, did_you_mean
 from curate.models import DEFAULT_EMBEDDER
 
 __all__ = ["AcquirePrefsConfig", "AnnotatorPrefsConfig", "CandidatesConfig", "JudgeConfig", "LearnerPrefsConfig",
-           "PairsConfig", "PrefsConfig", "StopPrefsConfig", "load_prefs_config"]
+           "PairsConfig", "PrefsConfig", "load_prefs_config"]
 
 _POOL_FORMATS = ("jsonl", "json", "csv", "tsv", "parquet", "hh_rlhf", "alpaca_eval", "prompts")
 
@@ -104,13 +104,6 @@ class LearnerPrefsConfig:
 
 
 @dataclass
-class StopPrefsConfig:
-    rounds: int | None = 5
-    labels: int | None = None
-    money: float | None = None
-
-
-@dataclass
 class PrefsConfig:
     pool: PairsConfig = field(default_factory=PairsConfig)
     eval: PairsConfig | None = None
@@ -122,7 +115,7 @@ class PrefsConfig:
     learner: LearnerPrefsConfig = field(default_factory=LearnerPrefsConfig)
     lm: LMConfig = field(default_factory=LMConfig)
     prices: PricesConfig = field(default_factory=PricesConfig)
-    stop: StopPrefsConfig = field(default_factory=StopPrefsConfig)
+    stop: StopConfig = field(default_factory=lambda: StopConfig(rounds=5))
     export: str = "preferences.jsonl"   # written into the run folder after every invocation
     seed: int = 0
 

@@ -59,6 +59,8 @@ class DPOLearner:
 
     classes = ["a", "b"]
 
+    capabilities = frozenset({"probs", "arrays:margin", "arrays:prompt_entropy"})
+
     def __init__(self, pool, model: str, *, run_dir: str | Path, reference: str | None = None,
                  policy: str | None = None, beta: float = 0.1,
                  mode: str = "iterative", lora: Mapping[str, Any] | None = None, train: Mapping[str, Any] | None = None,

@@ -73,6 +73,10 @@ class RewardModelLearner:
 
     classes = ["a", "b"]
 
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return frozenset({"probs", "arrays:margin", *(("arrays:committee_probs",) if self.members else ())})
+
     def __init__(self, features_a: np.ndarray, features_b: np.ndarray, *, members: int = 5, C: float = 1.0,
                  seed: int = 0, max_iter: int = 1000) -> None:
         if np.shape(features_a) != np.shape(features_b) or np.ndim(features_a) != 2:

@@ -9,26 +9,24 @@ people, hybrid) -> strategies -> :class:`curate.loop.ActiveLoop` -> the labelled
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from curate.config import to_dict
+from curate.build import LazyBackend, annotator_from, available_for, ledger_from, loop_from, stopping_from
 from curate.errors import ConfigError
+from curate.runs import Built, RunFolder
 
-from .config import PrefsConfig, load_prefs_config
+from .config import PrefsConfig
 from .pairs import LABELS
 
-__all__ = ["PrefsRun", "build_prefs_loop", "export_run", "resume_prefs", "start_prefs"]
+__all__ = ["PrefsRun", "build", "build_prefs_loop", "export_run"]
 
 logger = logging.getLogger(__name__)
 
-_CONFIG = "prefs.yaml"
 _PAIRS = "pairs.jsonl"
 
 
@@ -39,22 +37,6 @@ class PrefsRun:
     learner: Any
     annotator: Any
     config: PrefsConfig
-
-
-def _backend_factory(config: PrefsConfig):
-    cache: dict[str, Any] = {}
-
-    def make():
-        if "lm" not in cache:
-            from curate.backends import load_backend
-
-            kwargs = {"device": config.lm.device} if config.lm.backend != "openai" else {}
-            if config.lm.base_url:
-                kwargs["base_url"] = config.lm.base_url
-            cache["lm"] = load_backend(config.lm.backend, config.lm.model, **kwargs)
-        return cache["lm"]
-
-    return make
 
 
 def _pool(config: PrefsConfig, run_dir: Path, backend):
@@ -82,37 +64,21 @@ def _pool(config: PrefsConfig, run_dir: Path, backend):
 
 
 def _annotator(config: PrefsConfig, pool, backend):
-    from curate.annotate.base import GoldAnnotator
-
     a = config.annotator
-    if a.kind == "gold" or (a.kind == "hybrid" and a.human == "gold"):
-        if "label" not in pool.columns:
-            raise ConfigError("annotator.kind 'gold' (or hybrid with human: gold) needs gold labels in the pool; "
-                              "these pairs have none. Use annotator.kind judge, human or hybrid.")
-        gold = GoldAnnotator("label", source="human")
-        if a.kind == "gold":
-            return gold
-        human = gold
-    if a.kind in ("human", "hybrid") and not (a.kind == "hybrid" and a.human == "gold"):
-        from curate.annotate.human import HumanQueueAnnotator
+    if (a.kind == "gold" or (a.kind == "hybrid" and a.human == "gold")) and "label" not in pool.columns:
+        raise ConfigError("annotator.kind 'gold' (or hybrid with human: gold) needs gold labels in the pool; "
+                          "these pairs have none. Use annotator.kind judge, human or hybrid.")
+    return annotator_from(a, labels=list(LABELS), machine=lambda: _judge(config, backend), machine_kinds=("judge",))
 
-        if not a.queue_dir:
-            raise ConfigError(f"annotator.kind '{a.kind}' needs annotator.queue_dir (where pairs for people go).")
-        human = HumanQueueAnnotator(a.queue_dir, labels=list(LABELS), fmt=a.queue_format)
-        if a.kind == "human":
-            return human
+
+def _judge(config: PrefsConfig, backend):
     from .judge import DEFAULT_INSTRUCTION, PairwiseJudge
 
     j = config.judge
-    judge = PairwiseJudge(backend(), instruction=j.instruction or DEFAULT_INSTRUCTION, ties=j.ties,
-                          tie_band=j.tie_band, consistent=j.consistent, chat=j.chat,
-                          max_prompt_tokens=j.max_prompt_tokens, max_response_tokens=j.max_response_tokens,
-                          batch_size=j.batch_size)
-    if a.kind == "judge":
-        return judge
-    from curate.annotate.hybrid import HybridAnnotator
-
-    return HybridAnnotator(judge, human, threshold=a.threshold)
+    return PairwiseJudge(backend(), instruction=j.instruction or DEFAULT_INSTRUCTION, ties=j.ties,
+                         tie_band=j.tie_band, consistent=j.consistent, chat=j.chat,
+                         max_prompt_tokens=j.max_prompt_tokens, max_response_tokens=j.max_response_tokens,
+                         batch_size=j.batch_size)
 
 
 def _learner(config: PrefsConfig, pool, run_dir: Path, features):
@@ -170,46 +136,44 @@ def _evaluator(config: PrefsConfig, embedder):
     return evaluate
 
 
-def _stopping(config: PrefsConfig):
-    from curate.stopping import AnyOf, LabelBudget, MaxRounds, MoneyBudget
-
-    s = config.stop
-    criteria = [c for c in (MaxRounds(s.rounds) if s.rounds is not None else None,
-                            LabelBudget(s.labels) if s.labels is not None else None,
-                            MoneyBudget(s.money) if s.money is not None else None) if c is not None]
-    if not criteria:
-        raise ConfigError("stop needs at least one of rounds, labels or money.")
-    return AnyOf(criteria)
-
-
-def build_prefs_loop(config: PrefsConfig, run_dir: str | Path) -> PrefsRun:
+def build_prefs_loop(config: PrefsConfig, run_dir: str | Path, *, evaluate: bool = True) -> PrefsRun:
+    """Pairs (read, or sampled from the policy once) -> prompt embeddings and index -> learner ->
+    annotator -> strategies (checked against the learner's arrays) -> loop."""
     from curate.embed import load_embedder
-    from curate.index import EmbeddingIndex
-    from curate.ledger import Ledger, Prices
-    from curate.loop import ActiveLoop
 
     from .reward import embed_pairs
     from .strategies import make_preference_strategy
 
     run_dir = Path(run_dir)
-    backend = _backend_factory(config)
+    backend = LazyBackend(config.lm)
     pool = _pool(config, run_dir, backend)
     embedder = load_embedder(config.embedder)
     features = embed_pairs(pool, embedder)
-    index = EmbeddingIndex.from_vectors(features[0], pool.ids, model=embedder.name)
+    index = _index(features[0], pool, embedder)
     learner = _learner(config, pool, run_dir, features)
     annotator = _annotator(config, pool, backend)
     a = config.acquire
-    strategy = make_preference_strategy(a.strategy, **a.params)
-    init = make_preference_strategy(a.init)
-    p = config.prices
-    ledger = Ledger(Prices(p.human_per_label, p.llm_input_per_million, p.llm_output_per_million, p.currency),
-                    budget=config.stop.money)
-    loop = ActiveLoop(pool, strategy=strategy, annotator=annotator, learner=learner, run_dir=run_dir, index=index,
-                      init=init, init_size=a.init_size, batch_size=a.batch_size, stopping=_stopping(config),
-                      ledger=ledger, label_budget=config.stop.labels, evaluate=_evaluator(config, embedder),
-                      extra_arrays=lambda model: model.arrays(), seed=config.seed)
+    available = available_for(learner, index=index)
+    strategy = make_preference_strategy(a.strategy, available=available, **a.params)
+    init = make_preference_strategy(a.init, available=available)
+    loop = loop_from(pool, strategy=strategy, init=init, annotator=annotator, learner=learner, run_dir=run_dir,
+                     index=index, init_size=a.init_size, batch_size=a.batch_size, stopping=stopping_from(config.stop),
+                     ledger=ledger_from(config.prices, config.stop.money), label_budget=config.stop.labels,
+                     evaluate=_evaluator(config, embedder) if evaluate else None,
+                     extra_arrays=lambda model: model.arrays(), seed=config.seed)
     return PrefsRun(loop, pool, learner, annotator, config)
+
+
+def _index(prompt_vectors, pool, embedder):
+    from curate.index import EmbeddingIndex
+
+    return EmbeddingIndex.from_vectors(prompt_vectors, pool.ids, model=embedder.name)
+
+
+def build(config: PrefsConfig, folder: RunFolder, *, evaluate: bool = True) -> Built:
+    run = build_prefs_loop(config, folder.path, evaluate=evaluate)
+    return Built(run.loop, config.stop.rounds, metric="held-out pair accuracy",
+                 finish=lambda result: {"export": str(export_run(run))})
 
 
 def export_run(run: PrefsRun) -> Path:
@@ -222,42 +186,3 @@ def export_run(run: PrefsRun) -> Path:
     margins = run.learner.margin() if labels else None
     data = preference_dataset(run.pool, labels, provenance=info, margins=margins)
     return save_dataset(data, run.loop.run_dir / run.config.export)
-
-
-def _finish(run: PrefsRun):
-    from curate.run import write_curve
-
-    result = run.loop.run()
-    write_curve(result.curve, run.loop.run_dir, currency=run.loop.ledger.prices.currency)
-    return result, export_run(run)
-
-
-def start_prefs(config: PrefsConfig, run_dir: str | Path, *, dry_run: bool = False):
-    """Run a recipe in a new folder. Returns ``(result, export_path, worst_case_cost)``; with
-    ``dry_run`` nothing is bought and result and path are None."""
-    run_dir = Path(run_dir)
-    if (run_dir / "journal.sqlite").exists() and not dry_run:
-        raise ConfigError(f"{run_dir} already holds a run; continue it with `curate prefs resume {run_dir}`.")
-    run = build_prefs_loop(config, run_dir)
-    per_item = run.annotator.worst_case_micros(run.loop.ledger.prices) / 1e6
-    planned = config.acquire.init_size + max(0, (config.stop.rounds or 1) - 1) * config.acquire.batch_size
-    planned = min(planned, config.stop.labels or planned, len(run.pool))
-    worst = planned * per_item
-    if dry_run:
-        return None, None, worst
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / _CONFIG).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-    from curate.env import environment_report
-
-    (run_dir / "versions.json").write_text(json.dumps(environment_report(), indent=2))
-    result, path = _finish(run)
-    return result, path, worst
-
-
-def resume_prefs(run_dir: str | Path):
-    run_dir = Path(run_dir)
-    path = run_dir / _CONFIG
-    if not path.exists():
-        raise ConfigError(f"{run_dir} is not a prefs run folder (no {_CONFIG}). Start one with `curate prefs run RECIPE`.")
-    config = load_prefs_config(data=yaml.safe_load(path.read_text()))
-    return _finish(build_prefs_loop(config, run_dir))

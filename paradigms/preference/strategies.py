@@ -28,11 +28,12 @@ from typing import Any
 import numpy as np
 
 from curate.acquire.base import PoolState, Selection, check_budget, top_k
-from curate.acquire.strategies import Random, TopK
+from curate.acquire.strategies import TopK
 from curate.acquire.wrappers import TopThenDiverse
 from curate.errors import ConfigError, did_you_mean
 
-__all__ = ["STRATEGIES", "EnsembleDisagreement", "EntropyCertainty", "MarginUncertainty", "make_preference_strategy"]
+__all__ = ["ALIASES", "SPECS", "STRATEGIES", "EnsembleDisagreement", "EntropyCertainty", "MarginUncertainty",
+           "make_preference_strategy"]
 
 
 class MarginUncertainty:
@@ -93,30 +94,39 @@ class EntropyCertainty:
         return Selection(short[order], certainty[order].astype(np.float32), info)
 
 
-def _kcenter():
-    from curate.acquire.diversity import KCenterGreedy
+def _spec(name: str, build, needs: str, summary: str):
+    from curate.acquire.registry import StrategySpec
 
-    return KCenterGreedy()
-
-
-# name -> (factory, what it needs). An explicit table, as in curate.acquire.
-STRATEGIES: dict[str, tuple[Any, str]] = {
-    "random": (lambda: Random(), "nothing"),
-    "margin": (lambda array="margin": TopK(MarginUncertainty(array)), "arrays['margin']"),
-    "disagreement": (lambda array="committee_probs": TopK(EnsembleDisagreement(array)), "arrays['committee_probs']"),
-    "entropy_certainty": (lambda **p: EntropyCertainty(**p), "arrays['prompt_entropy'], arrays['margin']"),
-    "prompt_diversity": (_kcenter, "index (prompt embeddings)"),
-    "margin_diverse": (lambda m=None: TopThenDiverse(MarginUncertainty(), m), "arrays['margin'], index"),
-}
+    return StrategySpec(name, build, frozenset(needs.split()), summary, owner="prefs")
 
 
-def make_preference_strategy(name: str, **params: Any):
-    """Build a named preference strategy, e.g. ``make_preference_strategy("entropy_certainty", shortlist=4)``."""
-    if name not in STRATEGIES:
+# The paradigm's strategies in the one registry (curate.acquire.registry), added when it is loaded.
+SPECS = (
+    _spec("reward_margin", lambda ctx, array="margin": TopK(MarginUncertainty(array)), "arrays:margin",
+          "pairs whose reward margin is closest to zero"),
+    _spec("ensemble_disagreement", lambda ctx, array="committee_probs": TopK(EnsembleDisagreement(array)),
+          "arrays:committee_probs", "spread of P(a > b) across a reward-model ensemble"),
+    _spec("entropy_certainty", lambda ctx, **p: EntropyCertainty(**p), "arrays:prompt_entropy arrays:margin",
+          "uncertain prompts, then the pairs the learner is surest about (Muldrew et al. 2024)"),
+    _spec("reward_margin_kcenter", lambda ctx, m=None: TopThenDiverse(MarginUncertainty(), m), "arrays:margin index",
+          "the most uncertain pairs, spread out by k-center"),
+)
+
+# A prefs recipe's names: its own short ones, and registry names they stand for.
+ALIASES = {"margin": "reward_margin", "disagreement": "ensemble_disagreement", "prompt_diversity": "kcenter",
+           "margin_diverse": "reward_margin_kcenter"}
+STRATEGIES = ("random", "margin", "disagreement", "entropy_certainty", "prompt_diversity", "margin_diverse")
+
+
+def make_preference_strategy(name: str, *, available=None, **params: Any):
+    """Build a strategy by a prefs recipe's name, e.g. ``make_preference_strategy("entropy_certainty",
+    shortlist=4)``; with ``available`` (:func:`curate.build.available_for`) refused first when the
+    run cannot feed it."""
+    from curate.acquire.registry import REGISTRY
+
+    for spec in SPECS:  # as the plugin does when loaded; adding twice changes nothing
+        REGISTRY.add(spec)
+    if name not in REGISTRY and name not in ALIASES:
         raise ConfigError(f"Unknown preference strategy '{name}'. Known: {', '.join(STRATEGIES)}."
                           f"{did_you_mean(name, STRATEGIES)}")
-    factory, _ = STRATEGIES[name]
-    try:
-        return factory(**params)
-    except TypeError as err:
-        raise ConfigError(f"Bad parameters for preference strategy '{name}': {err}.") from None
+    return REGISTRY.build(name, params, available=available, aliases=ALIASES, who="a prefs run")

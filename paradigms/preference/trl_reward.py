@@ -43,6 +43,8 @@ class TRLRewardLearner:
 
     classes = ["a", "b"]
 
+    capabilities = frozenset({"probs", "arrays:margin"})
+
     def __init__(self, pool, model: str, *, run_dir: str | Path, train: Mapping[str, Any] | None = None,
                  lora: Mapping[str, Any] | None = None, chat: bool = False, device: str = "cpu",
                  batch_size: int = 16) -> None:

@@ -10,7 +10,7 @@ Datasets: ``instructions`` (the pairs curate ships: ``sample:instructions`` and 
 ``alpaca_eval`` (GPT-4's answers to the 805 AlpacaEval instructions in ../shared/data; 200 held out),
 or files (``pool`` and ``test`` with ``prompt`` and ``response`` roles).
 
-Options (``paradigms: {sft: {...}}``): ``eval_n`` (32), ``prompt_tokens`` / ``response_tokens`` (48 /
+Options (``options: {sft: {...}}``): ``eval_n`` (32), ``prompt_tokens`` / ``response_tokens`` (48 /
 48: texts are cut so CPU rounds stay short), ``max_length`` (160), ``answer_tokens`` (16: the model's
 own answers, for uncertainty), ``sample`` (32: candidates answered per round), ``samples`` (4:
 semantic), ``lora`` and ``train`` (as in SFT recipes).
@@ -47,14 +47,13 @@ class SFTRunner:
         self._data: dict[str, dict] = {}
 
     def check(self, cell) -> None:
-        from curate.acquire import STRATEGIES
+        from curate.acquire.registry import REGISTRY, check_needs
 
-        from .run import NEEDS_PROBS, UNCERTAINTY
+        from .run import ALIASES
 
-        name = self.config.strategy(cell.strategy).name
-        if name not in UNCERTAINTY and (name not in STRATEGIES or name in NEEDS_PROBS):
-            raise ConfigError(f"grid.strategy '{cell.strategy}' cannot drive the sft paradigm; use one of "
-                              f"{', '.join(UNCERTAINTY)}, random, kcenter, kmeans, votek.")
+        # A response learner without an index: the needs a bench cell can meet.
+        check_needs(REGISTRY.get(self.config.strategy(cell.strategy).name, ALIASES),
+                    {"responses", "add_rows", "pool"}, who="the sft benchmark", aliases=ALIASES)
         source = self.config.dataset(cell.dataset).source
         if source not in SOURCES:
             raise ConfigError(f"grid.dataset '{cell.dataset}' (source '{source}') has no instructions with responses; "
@@ -125,7 +124,7 @@ class SFTRunner:
 
         from curate.annotate.base import GoldAnnotator
         from curate.bench.cells import build_ledger, build_stopping
-        from curate.loop import ActiveLoop
+        from curate.build import loop_from
         from curate.responses import ResponseLearner
 
         from .run import heldout_loglik, sft_strategy
@@ -139,8 +138,11 @@ class SFTRunner:
         spec = self.config.strategy(cell.strategy)
 
         def build(name: str, params: dict):
-            return sft_strategy(name, learner, sample=int(opts["sample"]), samples=int(opts["samples"]),
-                                params=params, seed=cell.seed)
+            from .run import ALIASES
+
+            own = {"sample": int(opts["sample"]), "samples": int(opts["samples"])}
+            return sft_strategy(name, learner, params={**(own if ALIASES.get(name, name).startswith("answer_") else {}),
+                                                       **params}, seed=cell.seed, batch_size=schedule.batch)
 
         strategy = build(spec.name, spec.params)
         init_name = schedule.init_strategy
@@ -153,11 +155,11 @@ class SFTRunner:
             return {"sft_loglik": loglik, "sft_perplexity": math.exp(-loglik),
                     "eval_seconds": time.perf_counter() - clock}
 
-        loop = ActiveLoop(pool, strategy=strategy, annotator=GoldAnnotator("response", source="human"),
-                          learner=learner, run_dir=run_dir, init=init, init_size=schedule.init,
-                          batch_size=schedule.batch, stopping=build_stopping(self.config, cell),
-                          ledger=build_ledger(self.config, cell), evaluate=metrics_log.evaluator(measure),
-                          seed=cell.seed)
+        loop = loop_from(pool, strategy=strategy, annotator=GoldAnnotator("response", source="human"),
+                         learner=learner, run_dir=run_dir, init=init, init_size=schedule.init,
+                         batch_size=schedule.batch, stopping=build_stopping(self.config, cell),
+                         ledger=build_ledger(self.config, cell), evaluate=metrics_log.evaluator(measure),
+                         seed=cell.seed)
         result = loop.run()
         # Round models are large and the table holds what the benchmark measured: keep the folder small.
         import shutil

@@ -1,10 +1,8 @@
 """``curate sft``: active SFT from the command line.
 
-    curate sft run RECIPE [--out DIR] [--set key=value]      # the loop: select, annotate, self-train, train
-    curate sft resume DIR                                    # continue a stopped or crashed run
-    curate sft curate DATA --budget K [--score ifd ...]      # one-shot: score + diversity-aware top-K
-
-Wired into the console script by ``curate.paradigms.cli`` through :func:`register`.
+    curate sft run RECIPE [--out DIR] [--set key=value] [--dry-run]   # the loop (the core's run command)
+    curate resume DIR                                                 # continue a stopped or crashed run
+    curate sft curate DATA --budget K [--score ifd ...]               # one-shot: score + diversity-aware top-K
 """
 
 from __future__ import annotations
@@ -14,22 +12,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["register"]
+__all__ = ["add_actions", "report"]
 
 
-def register(subparsers) -> dict[str, Any]:
-    """Add ``sft`` and its actions to the ``curate`` parser; returns ``{"sft": handler}``."""
-    sft = subparsers.add_parser("sft", help="active SFT: uncertainty queries + self-training, or one-shot curation")
-    sub = sft.add_subparsers(dest="sft_command", required=True, metavar="ACTION")
-
-    run = sub.add_parser("run", help="run an active-SFT loop from a recipe")
-    run.add_argument("recipe", help="YAML recipe (see recipes/sft-*.yaml)")
-    run.add_argument("--out", default=None, help="run folder (default: runs/<recipe name>)")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key")
-
-    resume = sub.add_parser("resume", help="continue a run folder")
-    resume.add_argument("run_dir")
-
+def add_actions(sub) -> dict[str, Any]:
+    """``curate sft curate``: one-shot curation (the loop is ``curate sft run``, from the core)."""
     cur = sub.add_parser("curate", help="one-shot: score pairs, keep the best K that are far enough apart (DEITA)")
     cur.add_argument("data", help="instruction data: .jsonl/.json/.csv/.parquet, a saved dataset or a hub name")
     cur.add_argument("--budget", type=int, required=True, help="how many pairs to keep")
@@ -44,27 +31,11 @@ def register(subparsers) -> dict[str, Any]:
     cur.add_argument("--no-chat", action="store_true", help="score raw prompts, without the chat template")
     cur.add_argument("--format", default="messages", choices=["messages", "prompt_completion", "raw"])
     cur.add_argument("--out", required=True, help="output .jsonl / .parquet / folder")
-    return {"sft": _handle}
+    return {"curate": _curate}
 
 
-def _handle(args: argparse.Namespace) -> int:
-    if args.sft_command == "run":
-        from .config import load_sft_config
-        from .run import run_sft
-
-        config = load_sft_config(args.recipe, args.set)
-        out = Path(args.out) if args.out else Path("runs") / Path(args.recipe).stem
-        _report(run_sft(config, out), out)
-        return 0
-    if args.sft_command == "resume":
-        from .run import resume_sft
-
-        _report(resume_sft(args.run_dir), Path(args.run_dir))
-        return 0
-    return _curate(args)
-
-
-def _report(summary: dict, out: Path) -> None:
+def report(outcome) -> None:
+    summary = outcome.summary
     print(f"stopped: {summary['stop_reason']}")
     print(f"{summary['labels']} responses bought, {summary['pseudo']} pseudo-responses; spent {summary['spent']:.4f}")
     for point in summary["curve"]:
@@ -72,7 +43,9 @@ def _report(summary: dict, out: Path) -> None:
         print(f"  round {point['round']}: {point['labels']} labels, spent {point['spent']:.4f}{metric}")
     if "data" in summary:
         print(f"data: {summary['data']} ({summary['rows']} rows)   model: {summary['model']}")
-    print(f"run folder: {out}")
+    print(f"run folder: {outcome.folder}")
+    if summary.get("waiting"):
+        print(f"People must answer the exported prompts first; then: curate resume {outcome.folder}")
 
 
 def _curate(args: argparse.Namespace) -> int:
@@ -96,10 +69,11 @@ def _curate(args: argparse.Namespace) -> int:
     pool = load_pool(args.data, columns=_columns(args.column), require=("prompt", "response"))
     backend = None
     if set(scores) - {"length"}:
-        from curate.backends.hf import TransformersBackend
-        from curate.models import DEFAULT_LM, resolve_lm
+        from curate.build import backend_from
+        from curate.config import LMConfig
+        from curate.models import DEFAULT_LM
 
-        backend = TransformersBackend(resolve_lm(args.lm or DEFAULT_LM), device="cpu")
+        backend = backend_from(LMConfig(backend="hf", model=args.lm or DEFAULT_LM, device="cpu"))
     rows = curate_instructions(pool, budget=args.budget, scores=scores, weights=weights,
                                min_distance=args.min_distance, backend=backend, chat=not args.no_chat)
     out = rows if args.format == "raw" else to_trl(rows, args.format)

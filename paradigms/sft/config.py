@@ -87,7 +87,8 @@ class SFTConfig:
     seed: int = 0
 
 
-def load_sft_config(path: str | Path | None = None, overrides: list[str] | None = None) -> SFTConfig:
-    """Defaults, then the YAML at ``path``, then ``--set`` overrides; relative pool paths are resolved
-    against the recipe's folder."""
-    return load_recipe(SFTConfig, path, overrides)
+def load_sft_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                    data: dict | None = None) -> SFTConfig:
+    """Defaults, then the YAML at ``path`` (or ``data``), then ``--set`` overrides; relative pool paths
+    are resolved against the recipe's folder."""
+    return load_recipe(SFTConfig, path, overrides, data=data)

@@ -10,26 +10,33 @@ and round), ``model/round-<n>`` (the latest trained model, a plain folder any ba
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from curate.config import to_dict
+from curate.build import (
+    annotator_from,
+    available_for,
+    index_for,
+    ledger_from,
+    loop_from,
+    stopping_from,
+    strategy_from,
+    teacher_from,
+)
 from curate.errors import ConfigError
+from curate.runs import Built, RunFolder
 
-from .config import SFTConfig, from_dict
+from .config import SFTConfig
 
-__all__ = ["build_sft_loop", "heldout_loglik", "resume_sft", "run_sft", "sft_strategy"]
+__all__ = ["ALIASES", "build", "heldout_loglik", "sft_strategy"]
 
 logger = logging.getLogger(__name__)
 
-UNCERTAINTY = ("entropy", "perplexity", "semantic", "loss", "ifd")
-NEEDS_PROBS = ("least_confidence", "margin", "entropy_classes", "bald", "vote_entropy", "kl_disagreement", "badge",
-               "density_entropy")
+# An SFT recipe's short names for the response learner's own uncertainty (curate.responses).
+ALIASES = {"entropy": "answer_entropy", "perplexity": "answer_perplexity", "semantic": "answer_semantic",
+           "loss": "answer_loss", "ifd": "answer_ifd"}
 
 
 def heldout_loglik(learner, prompts: list[str], responses: list[str]) -> float:
@@ -42,145 +49,84 @@ def heldout_loglik(learner, prompts: list[str], responses: list[str]) -> float:
     return total / max(tokens, 1)
 
 
-def sft_strategy(name: str, learner, *, sample: int | None = 128, samples: int = 4,
-                 density_beta: float | None = None, params: dict | None = None, seed: int = 0):
-    """A strategy for a response learner: ``entropy``, ``perplexity``, ``semantic``, ``loss`` or ``ifd``
-    (the model's own uncertainty, through :class:`~curate.responses.AnswerUncertainty`), or any
-    ``curate.acquire`` strategy that needs no class probabilities (random, kcenter, kmeans, votek)."""
-    from curate.acquire import make_strategy
-    from curate.acquire.strategies import TopK
-    from curate.acquire.wrappers import DensityWeighted
-    from curate.responses import AnswerUncertainty
+def sft_strategy(name: str, learner, *, index=None, params: dict | None = None, seed: int = 0, batch_size: int = 16):
+    """A strategy for a response learner, from the one registry: the model's own uncertainty
+    (``entropy``, ``perplexity``, ``semantic``, ``loss``, ``ifd``: ``answer_*``) or any strategy whose
+    needs a response learner meets (random, kcenter, kmeans, votek); refused, naming those, otherwise."""
+    from curate.acquire.registry import StrategyContext
 
-    params = dict(params or {})
-    if name in UNCERTAINTY:
-        scorer = AnswerUncertainty(learner, name, samples=samples, sample=sample, seed=seed, **params)
-        if density_beta is not None:
-            scorer = DensityWeighted(scorer, density_beta)
-        return TopK(scorer)
-    if name in NEEDS_PROBS:
-        raise ConfigError(f"strategy '{name}' needs class probabilities, which a generative model does not give; "
-                          f"use one of {', '.join(UNCERTAINTY)}, or random/kcenter/kmeans/votek.")
-    return make_strategy(name, **params)
+    context = StrategyContext(learner=learner, index=index, seed=seed, batch_size=batch_size)
+    return strategy_from(name, params, context=context, available=available_for(learner, index=index),
+                         aliases=ALIASES, who="an SFT run")
 
 
-def _strategy(config: SFTConfig, learner):
+def _params(config: SFTConfig) -> dict:
     a = config.acquire
-    return sft_strategy(a.strategy, learner, sample=a.sample, samples=a.samples, density_beta=a.density_beta,
-                        params=a.params, seed=config.seed)
+    spec_name = ALIASES.get(a.strategy, a.strategy)
+    if not spec_name.startswith("answer_"):
+        return dict(a.params)
+    return {"sample": a.sample, "samples": a.samples, "density_beta": a.density_beta, **a.params}
 
 
-def _annotator(config: SFTConfig, pool):
-    from curate.annotate.base import GoldAnnotator
-    from curate.responses import RecordedTeacher, TeacherAnnotator
-
-    a = config.annotator
-    if a.kind in ("gold", "recorded") and a.column not in pool.columns:
-        raise ConfigError(f"annotator.column '{a.column}' is not a column of the pool ({', '.join(pool.columns)}).")
-    if a.kind == "gold":
-        return GoldAnnotator(column=a.column, source="human")
-    if a.kind == "recorded":
-        return RecordedTeacher(a.column, tokenizer=config.model).prepare(pool)
-    if a.kind == "teacher":
-        from curate.backends import load_backend
-
-        kwargs = {"device": a.lm.device} if a.lm.backend != "openai" else {}
-        if a.lm.base_url:
-            kwargs["base_url"] = a.lm.base_url
-        return TeacherAnnotator(load_backend(a.lm.backend, a.lm.model, **kwargs), chat=config.chat,
-                                system=config.system, max_new_tokens=a.max_new_tokens,
-                                max_input_tokens=a.max_input_tokens)
-    from curate.annotate.human import HumanQueueAnnotator
-
-    if not a.queue_dir:
-        raise ConfigError("annotator.kind 'human' needs annotator.queue_dir (where prompts are exported for people).")
-    return HumanQueueAnnotator(a.queue_dir, labels=None, fmt=a.queue_format)
-
-
-def build_sft_loop(config: SFTConfig, run_dir: str | Path):
-    """Pool, index, learner, strategy, annotator and loop of an SFT recipe."""
+def build(config: SFTConfig, folder: RunFolder, *, evaluate: bool = True) -> Built:
+    """Pool -> prompt index -> learner -> strategies (checked before round 0) -> annotator ->
+    held-out evaluation -> loop; after it, the curated data and the summary."""
     from curate.embed import load_embedder
-    from curate.index import EmbeddingIndex
-    from curate.ledger import Ledger, Prices
-    from curate.loop import ActiveLoop
     from curate.models import resolve_lm
     from curate.pool import load_pool
     from curate.responses import ResponseLearner
-    from curate.run import stopping_rule
 
-    run_dir = Path(run_dir)
+    run_dir = folder.path
     pc = config.pool
     pool = load_pool(pc.path, columns=pc.columns, id_column=pc.id_column, format=pc.format, split=pc.split,
                      require=("prompt",))
-    embedder = load_embedder(config.embedder)
-    prompts = [str(p) for p in pool.column("prompt")]
-    index = EmbeddingIndex.from_vectors(embedder.encode(prompts), pool.ids, model=embedder.name)
-    model = resolve_lm(config.model)
-    learner = ResponseLearner(pool, model, run_dir=run_dir, restart=config.restart, lora=config.lora,
+    index = index_for([str(p) for p in pool.column("prompt")], load_embedder(config.embedder), pool.ids)
+    learner = ResponseLearner(pool, resolve_lm(config.model), run_dir=run_dir, restart=config.restart, lora=config.lora,
                               train=config.train, chat=config.chat, system=config.system,
                               max_length=config.max_length, max_new_tokens=config.max_new_tokens,
                               self_training=config.self_training, device=config.device, seed=config.seed)
-    evaluate = None
-    if config.eval is not None:
-        ec = config.eval
-        test = load_pool(ec.path, columns=ec.columns, id_column=ec.id_column, format=ec.format, split=ec.split,
-                         require=("prompt", "response"))
-        n = len(test) if config.eval_limit is None else min(config.eval_limit, len(test))
-        rows = test.select(np.arange(n))
-        test_prompts, test_responses = [str(p) for p in rows["prompt"]], [str(r) for r in rows["response"]]
+    strategy = sft_strategy(config.acquire.strategy, learner, index=index, params=_params(config), seed=config.seed,
+                            batch_size=config.acquire.batch_size)
+    init = sft_strategy(config.init.strategy, learner, index=index, params=config.init.params, seed=config.seed)
+    a = config.annotator
+    if a.kind in ("gold", "recorded") and a.column not in pool.columns:
+        raise ConfigError(f"annotator.column '{a.column}' is not a column of the pool ({', '.join(pool.columns)}).")
+    annotator = annotator_from(a, labels=None, machine_kinds=("recorded", "teacher"), machine=lambda: teacher_from(
+        a.kind, pool, lm=a.lm, column=a.column, tokenizer=config.model, chat=config.chat, system=config.system,
+        max_new_tokens=a.max_new_tokens, max_input_tokens=a.max_input_tokens))
+    loop = loop_from(pool, strategy=strategy, init=init, annotator=annotator, learner=learner, run_dir=run_dir,
+                     index=index, init_size=config.init.size, batch_size=config.acquire.batch_size,
+                     stopping=stopping_from(config.stop), ledger=ledger_from(config.prices, config.stop.money),
+                     label_budget=config.stop.labels, evaluate=_loglik(config) if evaluate else None, seed=config.seed)
 
-        def evaluate(model_learner) -> float:
-            return heldout_loglik(model_learner, test_prompts, test_responses)
+    def finish(result) -> dict[str, Any]:
+        from curate.export import save_dataset
+        from curate.responses import response_dataset
 
-    p = config.prices
-    ledger = Ledger(Prices(p.human_per_label, p.llm_input_per_million, p.llm_output_per_million, p.currency),
-                    budget=config.stop.money)
-    from curate.acquire import make_strategy
+        out: dict[str, Any] = {"spent": loop.ledger.spent, "model": learner.current_, "pseudo": len(learner.pseudo_),
+                               "rounds": learner.history_}
+        if result.labels:
+            data = response_dataset(loop.pool, run_dir, pseudo=learner.records(), format=config.export,
+                                    system_prompt=config.system)
+            out["data"] = str(save_dataset(data, run_dir / "data"))
+            out["rows"] = len(data)
+        logger.info("sft run %s: %s; %d labels, %d pseudo; model %s", run_dir, result.stop_reason, len(result.labels),
+                    len(learner.pseudo_), learner.current_)
+        return out
 
-    loop = ActiveLoop(pool, strategy=_strategy(config, learner), annotator=_annotator(config, pool),
-                      learner=learner, run_dir=run_dir, index=index,
-                      init=make_strategy(config.init.strategy, **config.init.params), init_size=config.init.size,
-                      batch_size=config.acquire.batch_size, stopping=stopping_rule(config), ledger=ledger,
-                      label_budget=config.stop.labels, evaluate=evaluate, seed=config.seed)
-    return loop, learner
-
-
-def run_sft(config: SFTConfig, run_dir: str | Path):
-    """Start a run in a new folder (an existing run is continued with :func:`resume_sft`)."""
-    run_dir = Path(run_dir)
-    if (run_dir / "journal.sqlite").exists():
-        raise ConfigError(f"{run_dir} already holds a run; continue it with `curate sft resume {run_dir}`, "
-                          "or choose a new --out folder.")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-    return _finish(config, run_dir)
+    return Built(loop, config.stop.rounds, metric="held-out log-likelihood / token", finish=finish)
 
 
-def resume_sft(run_dir: str | Path):
-    run_dir = Path(run_dir)
-    path = run_dir / "config.yaml"
-    if not path.exists():
-        raise ConfigError(f"{run_dir} is not an SFT run folder (no config.yaml). Start one with `curate sft run RECIPE`.")
-    return _finish(from_dict(SFTConfig, yaml.safe_load(path.read_text())), run_dir)
+def _loglik(config: SFTConfig):
+    """``learner -> held-out log-likelihood per token`` on the eval pairs, or None without them."""
+    if config.eval is None:
+        return None
+    from curate.pool import load_pool
 
-
-def _finish(config: SFTConfig, run_dir: Path) -> dict[str, Any]:
-    from curate.export import save_dataset
-    from curate.responses import response_dataset
-    from curate.run import write_curve
-
-    loop, learner = build_sft_loop(config, run_dir)
-    result = loop.run()
-    write_curve(result.curve, run_dir, currency=loop.ledger.prices.currency)
-    summary: dict[str, Any] = {"stop_reason": result.stop_reason, "labels": len(result.labels),
-                               "spent": loop.ledger.spent, "model": learner.current_, "curve": result.curve,
-                               "pseudo": len(learner.pseudo_), "rounds": learner.history_}
-    if result.labels:
-        data = response_dataset(loop.pool, run_dir, pseudo=learner.records(), format=config.export,
-                                system_prompt=config.system)
-        summary["data"] = str(save_dataset(data, run_dir / "data"))
-        summary["rows"] = len(data)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
-    logger.info("sft run %s: %s; %d labels, %d pseudo; model %s", run_dir, result.stop_reason, len(result.labels),
-                len(learner.pseudo_), learner.current_)
-    return summary
+    ec = config.eval
+    test = load_pool(ec.path, columns=ec.columns, id_column=ec.id_column, format=ec.format, split=ec.split,
+                     require=("prompt", "response"))
+    n = len(test) if config.eval_limit is None else min(config.eval_limit, len(test))
+    rows = test.select(np.arange(n))
+    prompts, responses = [str(p) for p in rows["prompt"]], [str(r) for r in rows["response"]]
+    return lambda learner: heldout_loglik(learner, prompts, responses)

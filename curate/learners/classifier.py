@@ -1,30 +1,17 @@
-"""Learners the loop trains each round: ``fit(ids, labels)``, ``predict_proba(ids)``.
-
-``EmbeddingClassifier`` is logistic regression on the shared index's vectors: cheap enough to
+"""``EmbeddingClassifier``: logistic regression on the shared index's vectors, cheap enough to
 retrain from scratch every round on a CPU, and the standard learner of active-learning benchmarks
-on sentence embeddings. Paradigms bring their own learners (TRL trainers) through the same seam.
-"""
+on sentence embeddings."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
 from curate.errors import ConfigError
 
-__all__ = ["EmbeddingClassifier", "Learner"]
-
-
-@runtime_checkable
-class Learner(Protocol):
-    classes: list
-
-    def fit(self, ids: np.ndarray, labels: Sequence[Any]) -> None: ...
-
-    def predict_proba(self, ids: np.ndarray) -> np.ndarray: ...
-
+__all__ = ["EmbeddingClassifier"]
 
 class EmbeddingClassifier:
     """Multinomial logistic regression on embedding vectors (rows of ``features`` by pool id).
@@ -36,6 +23,8 @@ class EmbeddingClassifier:
     Before two classes have been seen there is nothing to discriminate: it predicts the label
     frequencies seen so far (uniform with none), so uncertainty strategies still run.
     """
+
+    capabilities = frozenset({"probs", "add_rows"})
 
     def __init__(self, features: np.ndarray, classes: Sequence[Any], *, C: float = 10.0, max_iter: int = 1000) -> None:
         if len(classes) < 2:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
-
 import numpy as np
 
 from curate.bench.cells import (
@@ -86,20 +84,16 @@ class ClassificationRunner:
 
     def backend(self):
         if self._backend is None:
-            from curate.backends import load_backend
+            from curate.build import backend_from
 
-            lm = self.config.lm
-            kwargs: dict[str, Any] = {"device": lm.device} if lm.backend != "openai" else {}
-            if lm.base_url:
-                kwargs["base_url"] = lm.base_url
-            self._backend = load_backend(lm.backend, lm.model, **kwargs)
+            self._backend = backend_from(self.config.lm)
         return self._backend
 
     # ------------------------------------------------------------------ one cell
 
     def run(self, cell, run_dir: Path, metrics_log):
+        from curate.build import loop_from
         from curate.learners import EmbeddingClassifier
-        from curate.loop import ActiveLoop
 
         data = self.data(cell.dataset)
         schedule = self.config.schedules[cell.schedule]
@@ -112,10 +106,10 @@ class ClassificationRunner:
 
         learner = EmbeddingClassifier(data.index.vectors, classes, C=float(self.options["C"]))
         annotator = build_cell_annotator(self.config, cell, classes, data.pool, data.index, self.backend)
-        loop = ActiveLoop(data.pool, strategy=build_strategy(self.config, cell.strategy), annotator=annotator,
-                          learner=learner, run_dir=run_dir, index=data.index, init=init_strategy(self.config, cell),
-                          init_size=schedule.init, batch_size=schedule.batch, stopping=build_stopping(self.config, cell),
-                          ledger=build_ledger(self.config, cell), evaluate=metrics_log.evaluator(measure), seed=cell.seed)
+        loop = loop_from(data.pool, strategy=build_strategy(self.config, cell.strategy), annotator=annotator,
+                         learner=learner, run_dir=run_dir, index=data.index, init=init_strategy(self.config, cell),
+                         init_size=schedule.init, batch_size=schedule.batch, stopping=build_stopping(self.config, cell),
+                         ledger=build_ledger(self.config, cell), evaluate=metrics_log.evaluator(measure), seed=cell.seed)
         return loop.run()
 
 

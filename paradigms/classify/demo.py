@@ -11,33 +11,29 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["demo_config", "run_demo", "sample_pool_path"]
-
-
-def sample_pool_path() -> str:
-    """The 64 short reviews curate ships (written for the project; ``kind`` marks mixed ones)."""
-    from curate.data import sample_path
-
-    return sample_path("reviews")
+__all__ = ["demo_config", "format_report", "run_demo"]
 
 
 def demo_config(overrides: list[str] | None = None):
-    """The demo's :class:`~curate.config.RunConfig`: ``recipes/demo.yaml`` plus ``overrides``."""
-    from curate.config import load_config
+    """The demo's :class:`~curate.paradigms.classify.config.ClassifyConfig`: ``recipes/demo.yaml`` plus ``overrides``."""
+    from .config import load_classify_config
 
     with resources.as_file(resources.files("curate.recipes") / "demo.yaml") as path:
-        return load_config(path, overrides)
+        return load_classify_config(path, overrides)
 
 
 def run_demo(overrides: list[str] | None = None, out: str | None = None):
-    """Run the demo loop; returns ``(result, estimate, routing)`` where routing is per-round counts."""
+    """Run the demo loop; returns ``(outcome, routing)`` where routing is per-round counts."""
     from curate.journal import Journal
     from curate.pool import load_pool
-    from curate.run import start_run
+    from curate.runs import RunFolder, execute
+
+    from . import PARADIGM
 
     config = demo_config(overrides)
     run_dir = Path(out) if out else Path(tempfile.mkdtemp(prefix="curate-demo-"))
-    result, estimate = start_run(config, run_dir)
+    outcome = execute(PARADIGM, config, RunFolder(run_dir))
+    result = outcome.result
     gold = load_pool(config.pool.path).column("label")
     journal = Journal(run_dir / "journal.sqlite")
     try:
@@ -51,12 +47,13 @@ def run_demo(overrides: list[str] | None = None, out: str | None = None):
         people = [row for row in mine if row["source"] != "llm" and row["label"] is not None]
         routing.append({"round": r, "llm_kept": len(llm), "llm_correct": sum(row["label"] == gold[row["item_id"]] for row in llm),
                         "people": len(people)})
-    return result, estimate, routing
+    return outcome, routing
 
 
-def format_report(result, estimate, routing) -> str:
+def format_report(outcome, routing) -> str:
+    result = outcome.result
     curve = {c["round"]: c for c in result.curve}
-    lines = [f"Estimated worst-case cost before starting: {estimate.describe()}", "",
+    lines = [f"Estimated worst-case cost before starting: {outcome.estimate.describe()}", "",
              f"{'round':>5} {'LLM kept':>8} {'LLM right':>9} {'to people':>9} {'labels':>6} {'spent':>9} {'test acc':>8}"]
     for row in routing:
         c = curve.get(row["round"], {})

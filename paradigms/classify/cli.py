@@ -1,0 +1,38 @@
+"""What a classification run prints, and ``curate demo``."""
+
+from __future__ import annotations
+
+__all__ = ["add_demo", "report"]
+
+
+def report(outcome) -> None:
+    result = outcome.result
+    print(f"Stopped: {result.stop_reason}")
+    print(f"Ledger: {result.ledger.describe()}")
+    print(f"{'round':>5} {'labels':>6} {'spent':>10} {'metric':>7}")
+    for c in result.curve:
+        metric = "" if c["metric"] is None else f"{c['metric']:.4f}"
+        print(f"{c['round']:>5} {c['labels']:>6} {c['spent']:>10.4f} {metric:>7}")
+    summary = outcome.summary.get("generation")
+    if summary:
+        print(summary)
+    extra = ", generated.jsonl" if "generated" in outcome.summary else ""
+    print(f"Run folder: {outcome.folder} (journal.sqlite, config.yaml, curve.csv, curve.png, summary.json{extra})")
+    if result.waiting:
+        print(f"Label the exported batch (curate label ...), then: curate resume {outcome.folder}")
+
+
+def add_demo(subparsers) -> dict:
+    demo = subparsers.add_parser("demo", help="a short real loop on the embedded models and the shipped reviews")
+    demo.add_argument("--out", default=None, help="run folder (default: a new temporary folder)")
+    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                      help="override recipes/demo.yaml, e.g. stop.rounds=3 or lm.device=cpu; repeatable")
+    return {"demo": _demo}
+
+
+def _demo(args) -> int:
+    from .demo import format_report, run_demo
+
+    outcome, routing = run_demo(args.overrides, args.out)
+    print(format_report(outcome, routing))
+    return 0
