@@ -350,10 +350,10 @@ def _generate(args) -> int:
     import numpy as np
 
     from curate.backends import load_backend
+    from curate.budget import Ledger, Prices
     from curate.embed import load_embedder
     from curate.generate import Generator, generate_accepted, standard_filters, worst_case_tokens
     from curate.index import EmbeddingIndex
-    from curate.budget import Ledger, Prices
     from curate.models import DEFAULT_LM
     from curate.pool import load_pool
 

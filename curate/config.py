@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from curate.errors import ConfigError, did_you_mean
-from curate.models import DEFAULT_EMBEDDER, DEFAULT_LM
+from curate.models import DEFAULT_LM
 
 __all__ = ["AcquireConfig", "AnnotatorConfig", "GenerateConfig", "IndexConfig", "InitConfig", "LMConfig", "LearnerConfig",
            "PoolConfig", "PricesConfig", "StopConfig", "apply_overrides", "from_dict", "load_recipe", "read_recipe",

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from curate.annotate.base import Annotation
-from curate.errors import DataError
 from curate.budget import Charge
+from curate.errors import DataError
 
 __all__ = ["Journal", "RoundRow"]
 

@@ -22,10 +22,10 @@ import numpy as np
 from curate.acquire.base import PoolState, Strategy
 from curate.acquire.strategies import Random
 from curate.annotate.base import Annotator, AwaitingHumanLabels
+from curate.budget import BatchFit, Ledger, Purse, worst_case
 from curate.errors import ConfigError, DataError
 from curate.journal import Journal
 from curate.learners import capabilities_of
-from curate.budget import BatchFit, Ledger, Purse, worst_case
 from curate.stopping import History, MaxRounds, RoundRecord, StopCriterion
 
 __all__ = ["ActiveLoop", "LoopResult"]

@@ -15,9 +15,9 @@ from curate.annotate.human import HumanQueueAnnotator, export_batch, import_answ
 from curate.annotate.hybrid import ROUTED, HybridAnnotator, agreement, calibrate_threshold
 from curate.annotate.llm import LLMAnnotator, parse_label, split_tokens
 from curate.backends.base import Generation, TokenLogprobs, Usage
+from curate.budget import Prices
 from curate.errors import ConfigError, DataError
 from curate.index import EmbeddingIndex
-from curate.budget import Prices
 from curate.pool import load_pool
 from curate.stopping import cohen_kappa
 

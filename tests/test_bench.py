@@ -450,7 +450,7 @@ def test_sft_cells_train_the_lm_round_by_round_and_measure_held_out_loglik(tmp_p
     bad = load_bench_config(recipe(tmp_path, text.replace("strategy: [random, entropy]", "strategy: [margin]")))
     from curate.bench.registry import load_runner
 
-    with pytest.raises(ConfigError, match="cannot drive the sft paradigm"):
+    with pytest.raises(ConfigError, match="needs class probabilities.*the sft benchmark can use: random"):
         load_runner("sft", bad).check(expand_grid(bad)[0])
 
 
@@ -471,10 +471,9 @@ def test_every_peer_selects_unlabelled_unique_ids_deterministically(name):
 
 
 def test_paradigm_options_fill_defaults_and_refuse_unknown_keys():
+    from curate.paradigms.classify.bench import ClassificationRunner
     from curate.paradigms.icl.bench import ICLRunner
     from curate.paradigms.sft.bench import SFTRunner
-
-    from curate.bench.classification import ClassificationRunner
 
     grid = {"dataset": ["synthetic"], "strategy": ["random"]}
 

@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from curate.errors import ConfigError, DataError
 from curate.budget import Ledger, Prices
+from curate.errors import ConfigError, DataError
 
 QUESTIONS = ["the cat sat on", "numbers 1 2 3", "what is the capital of france?", "the film was",
              "the food was cold", "a great phone with", "terrible plot and", "positive or negative?",
@@ -25,13 +25,6 @@ TRAIN = {"max_steps": 1, "per_device_train_batch_size": 4, "learning_rate": 1e-3
 
 
 @pytest.fixture(scope="module")
-
-def start_distill(config, run_dir, **options):
-    from curate.paradigms.distill import PARADIGM
-
-    from curate.runs import RunFolder, execute
-
-    return execute(PARADIGM, config, RunFolder(run_dir), **options).summary
 
 def gsm8k_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("gsm") / "train.jsonl"
@@ -117,8 +110,8 @@ def test_probe_disagreement_equals_a_direct_computation_and_is_billed_by_the_tok
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from curate.backends.hf import TransformersBackend
-    from curate.journal import Journal
     from curate.budget import Purse
+    from curate.journal import Journal
 
     pool = _pool(gsm8k_file)
     student = _learner(pool, str(tiny_lm_dir), tmp_path / "s")
@@ -343,6 +336,7 @@ def test_shipped_recipes_parse():
 
 def test_cli_runs_a_recipe_and_resumes(gsm8k_file, tiny_lm_dir, tmp_path, capsys):
     import yaml
+
     from curate.cli import main
 
     recipe = tmp_path / "distill-tiny.yaml"
@@ -351,8 +345,16 @@ def test_cli_runs_a_recipe_and_resumes(gsm8k_file, tiny_lm_dir, tmp_path, capsys
 
     recipe.write_text(yaml.safe_dump(to_dict(config)))
     assert main(["distill", str(recipe), "--out", str(tmp_path / "run"), "--dry-run"]) == 0
-    assert "at most 0.5000 USD" in capsys.readouterr().out
+    assert "(money budget 0.5000: fits)" in capsys.readouterr().out  # probes and answers, within the budget
     assert not (tmp_path / "run").exists()  # a dry run writes nothing
     assert main(["distill", str(recipe), "--out", str(tmp_path / "run"), "--set", "stop.rounds=1"]) == 0
     out = capsys.readouterr().out
     assert "Stopped: 1 rounds done" in out and "Held-out loss" in out and "Distilled data:" in out
+
+
+def start_distill(config, run_dir, **options):
+    from curate.paradigms.distill import PARADIGM
+
+    from curate.runs import RunFolder, execute
+
+    return execute(PARADIGM, config, RunFolder(run_dir), **options).summary

@@ -7,6 +7,7 @@ import pytest
 
 from curate.annotate.base import GoldAnnotator
 from curate.backends.base import BaseBackend, Generation, TokenLogprobs
+from curate.budget import Ledger, Prices
 from curate.errors import ConfigError
 from curate.generate import (
     Candidate,
@@ -25,7 +26,6 @@ from curate.generate import (
 )
 from curate.generate.filters import FilterReport
 from curate.index import EmbeddingIndex
-from curate.budget import Ledger, Prices
 from curate.pool import load_pool
 
 

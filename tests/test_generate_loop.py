@@ -9,12 +9,12 @@ from test_generate import Scripted, Words
 
 from curate.acquire.base import Selection
 from curate.annotate.base import Annotation
+from curate.budget import Ledger, Prices
 from curate.errors import ConfigError, DataError
 from curate.generate import DuplicateFilter, GenerationQuery, Generator, LengthFilter
 from curate.index import EmbeddingIndex
 from curate.journal import Journal
 from curate.learners import EmbeddingClassifier
-from curate.budget import Ledger, Prices
 from curate.loop import ActiveLoop
 from curate.pool import load_pool
 from curate.stopping import MaxRounds
@@ -193,6 +193,7 @@ def test_recipe_generate_block_runs_and_writes_generated_rows(tmp_path, tiny_lm_
     from curate.paradigms.classify import PARADIGM
     from curate.paradigms.classify.config import load_classify_config as load_config
     from curate.paradigms.classify.run import generation_summary
+
     from curate.runs import RunFolder, execute
 
     recipe = resources.files("recipes") / "reviews-generate.yaml"

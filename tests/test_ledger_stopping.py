@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from curate.errors import ConfigError
 from curate.budget import MICROS, Ledger, Prices
+from curate.errors import ConfigError
 from curate.stopping import (
     AllOf,
     AnyOf,

@@ -17,9 +17,9 @@ import pytest
 
 from curate.acquire import make_strategy
 from curate.annotate.base import Annotation, AwaitingHumanLabels, GoldAnnotator
+from curate.budget import Ledger, Prices
 from curate.errors import ConfigError
 from curate.learners import EmbeddingClassifier
-from curate.budget import Ledger, Prices
 from curate.loop import ActiveLoop
 from curate.pool import load_pool
 from curate.stopping import Plateau

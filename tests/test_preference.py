@@ -457,12 +457,11 @@ def test_recipes_parse(name):
 def test_iterative_dpo_recipe_samples_judges_and_trains(tmp_path, monkeypatch, tiny_lm_dir):
     """The prefs-dpo pipeline on the tiny model: candidates sampled from the policy, labelled by the
     judge, two LoRA DPO rounds, the labelled pairs exported with the judge's provenance."""
-    from curate.paradigms.preference.config import load_prefs_config
     from curate.paradigms.preference import PARADIGM
-
-    from curate.runs import RunFolder, execute
+    from curate.paradigms.preference.config import load_prefs_config
 
     import curate.embed
+    from curate.runs import RunFolder, execute
 
     monkeypatch.setattr(curate.embed, "load_embedder", lambda *a, **k: HashEmbedder())
     prompts = tmp_path / "prompts.jsonl"

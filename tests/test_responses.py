@@ -10,8 +10,8 @@ import pytest
 
 from curate.acquire.base import PoolState
 from curate.acquire.strategies import TopK
-from curate.errors import ConfigError, DataError
 from curate.budget import Ledger, Prices
+from curate.errors import ConfigError, DataError
 from curate.loop import ActiveLoop
 from curate.pool import load_pool
 from curate.responses import (

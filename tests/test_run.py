@@ -9,9 +9,9 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from curate.paradigms.classify.config import ClassifyConfig, load_classify_config
 
 from curate.config import from_dict
-from curate.paradigms.classify.config import ClassifyConfig, load_classify_config
 from curate.errors import ConfigError
 
 # Core loop recipes; each paradigm's recipes (icl-*, prefs-*, ...) have their own schema and test.

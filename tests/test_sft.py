@@ -7,9 +7,9 @@ import json
 
 import numpy as np
 import pytest
+from curate.paradigms.sft import PARADIGM
 from curate.paradigms.sft.config import load_sft_config
 from curate.paradigms.sft.oneshot import combine_scores, curate_instructions, diverse_top, score_pairs
-from curate.paradigms.sft import PARADIGM
 
 from curate.errors import ConfigError
 from curate.pool import load_pool
@@ -113,7 +113,7 @@ class _Embedder:
 
 
 def test_cli_curate_writes_trl_data(tmp_path, capsys):
-    from curate.paradigms.cli import main
+    from curate.cli import main
 
     out = tmp_path / "picked.jsonl"
     assert main(["sft", "curate", "sample:instructions", "--budget", "12", "--score", "length",
@@ -138,3 +138,19 @@ def test_shipped_sft_recipes_parse():
     for path in recipes:
         config = load_sft_config(path)
         assert config.pool.path and config.acquire.strategy and config.stop.rounds
+
+
+def test_entropy_kcenter_is_refused_before_round_0_naming_what_sft_can_use(tiny_lm_dir, tmp_path):
+    """entropy_kcenter needs class probabilities; a response learner has none. Refused when the run
+    is built (nothing written, nothing bought), with the strategies an SFT run can use."""
+    config = load_sft_config(tiny_recipe(tmp_path, tiny_lm_dir), ["acquire.strategy=entropy_kcenter"])
+    with pytest.raises(ConfigError) as err:
+        run_sft(config, tmp_path / "bad")
+    message = str(err.value)
+    assert "strategy 'entropy_kcenter' needs class probabilities from the learner" in message
+    usable = message.split("can use: ")[1]
+    for name in ("random", "entropy (answer_entropy)", "kcenter", "kmeans", "votek", "answer_entropy_kcenter"):
+        assert name in usable
+    for name in ("margin", "badge", "entropy_kcenter,"):
+        assert f" {name}" not in f" {usable}"
+    assert not (tmp_path / "bad" / "journal.sqlite").exists() and not (tmp_path / "bad" / "config.yaml").exists()

@@ -32,8 +32,8 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 
 from curate.annotate.base import Annotation, AwaitingHumanLabels
-from curate.errors import ConfigError, DataError, did_you_mean
 from curate.budget import Prices
+from curate.errors import ConfigError, DataError, did_you_mean
 
 __all__ = ["FORMATS", "HumanQueueAnnotator", "export_batch", "import_answers", "read_batch"]
 

@@ -13,8 +13,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from curate.annotate.base import Annotation, Annotator
-from curate.errors import ConfigError
 from curate.budget import Prices
+from curate.errors import ConfigError
 from curate.stopping import cohen_kappa
 
 __all__ = ["ROUTED", "Agreement", "Calibration", "HybridAnnotator", "agreement", "calibrate_threshold"]

@@ -28,8 +28,8 @@ import numpy as np
 
 from curate.annotate.base import Annotation
 from curate.annotate.human import check_labels
-from curate.errors import ConfigError, DataError
 from curate.budget import Prices
+from curate.errors import ConfigError, DataError
 
 __all__ = ["LLMAnnotator", "parse_label", "split_tokens"]
 

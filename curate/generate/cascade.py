@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from curate.annotate.base import Annotation
-from curate.generate.candidates import Candidate
 from curate.budget import Prices
+from curate.generate.candidates import Candidate
 
 __all__ = ["CascadeAnnotator"]
 

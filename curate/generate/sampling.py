@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from curate.budget import Ledger
 from curate.errors import ConfigError
 from curate.generate.candidates import Candidate
 from curate.generate.filters import Filter, FilterReport, apply_filters
-from curate.budget import Ledger
 
 __all__ = ["GenerationResult", "generate_accepted"]
 

@@ -15,8 +15,8 @@ import numpy as np
 
 from curate.annotate.base import Annotation
 from curate.annotate.llm import split_tokens
-from curate.errors import ConfigError
 from curate.budget import Prices
+from curate.errors import ConfigError
 
 __all__ = ["RecordedTeacher", "TeacherAnnotator"]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+
 import numpy as np
 
 from curate.bench.cells import (

@@ -33,7 +33,6 @@ def run_demo(overrides: list[str] | None = None, out: str | None = None):
     config = demo_config(overrides)
     run_dir = Path(out) if out else Path(tempfile.mkdtemp(prefix="curate-demo-"))
     outcome = execute(PARADIGM, config, RunFolder(run_dir))
-    result = outcome.result
     gold = load_pool(config.pool.path).column("label")
     journal = Journal(run_dir / "journal.sqlite")
     try:

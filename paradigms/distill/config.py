@@ -32,6 +32,16 @@ def _positive(value: Any, key: str, *, allow_none: bool = False) -> None:
         raise ConfigError(f"{key} must be an int >= 1. Got {value!r} instead.")
 
 
+def _strategy_name(value: str, key: str) -> None:
+    """A name the registry (or this paradigm's aliases) knows; whether the run can feed it is
+    checked when the run is built, before round 0."""
+    from curate.acquire.registry import REGISTRY
+
+    from .run import ALIASES, SPECS
+
+    _one_of(value, tuple(dict.fromkeys([*ALIASES, *(s.name for s in SPECS), *REGISTRY.names()])), key)
+
+
 @dataclass
 class PromptsConfig:
     path: str = ""
@@ -105,6 +115,7 @@ class AcquireDistillConfig:
 
     def __post_init__(self) -> None:
         _one_of(self.init, INITS, "acquire.init")
+        _strategy_name(self.strategy, "acquire.strategy")
         _positive(self.init_size, "acquire.init_size")
         _positive(self.batch_size, "acquire.batch_size")
         _positive(self.sample, "acquire.sample", allow_none=True)

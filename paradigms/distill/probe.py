@@ -23,8 +23,8 @@ import numpy as np
 
 from curate.acquire.base import PoolState
 from curate.annotate.llm import split_tokens
-from curate.errors import ConfigError
 from curate.budget import Prices
+from curate.errors import ConfigError
 from curate.train import write_json_atomic
 
 __all__ = ["TeacherProbe"]

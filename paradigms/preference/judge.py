@@ -26,8 +26,8 @@ import numpy as np
 
 from curate.annotate.base import Annotation
 from curate.annotate.llm import split_tokens
-from curate.errors import ConfigError
 from curate.budget import Prices
+from curate.errors import ConfigError
 
 from .scores import sigmoid
 
