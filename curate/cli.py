@@ -37,13 +37,13 @@ def _add_pool_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="train", help="split of a hub dataset or saved DatasetDict (default: train)")
 
 
-def build_parser(paradigms: Sequence[Any] | None = None) -> tuple[argparse.ArgumentParser, dict]:
-    """The parser and ``{command: handler}``, with the commands of ``paradigms`` (default: every
-    installed one)."""
-    if paradigms is None:
-        from curate.plugins import paradigms as installed
+def build_parser(plugins: Sequence[Any] | None = None) -> tuple[argparse.ArgumentParser, dict]:
+    """The parser and ``{command: handler}``, with the commands of each paradigm in ``plugins``
+    (default: every installed one)."""
+    if plugins is None:
+        from curate.plugins import installed
 
-        paradigms = list(installed().values())
+        plugins = list(installed().values())
     parser = argparse.ArgumentParser(prog="curate", description="Active learning for LLM training data.")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars, warnings only")
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
@@ -138,7 +138,7 @@ def build_parser(paradigms: Sequence[Any] | None = None) -> tuple[argparse.Argum
                        help="rewrite the done cells' rows from their journals (after an upgrade); runs nothing")
     handlers = {"env": _env, "index": _index, "score": _score, "select": _select, "run": _run,
                 "resume": _resume, "label": _label, "generate": _generate, "bench": _bench}
-    for paradigm in paradigms:
+    for paradigm in plugins:
         handlers.update(_paradigm_commands(sub, paradigm))
     return parser, handlers
 
@@ -189,7 +189,7 @@ def _with_default_action(argv: list[str], names: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        from curate.plugins import paradigms as installed
+        from curate.plugins import installed
 
         found = list(installed().values())
     except CurateError as err:

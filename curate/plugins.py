@@ -21,7 +21,7 @@ from typing import Any
 
 from curate.errors import ConfigError, did_you_mean
 
-__all__ = ["GROUP", "Paradigm", "default_paradigm", "get_paradigm", "paradigms"]
+__all__ = ["GROUP", "Paradigm", "default_paradigm", "get_paradigm", "installed"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class Paradigm:
 _LOADED: dict[str, Paradigm] | None = None
 
 
-def paradigms() -> dict[str, Paradigm]:
+def installed() -> dict[str, Paradigm]:
     """Every installed paradigm by name (the ``curate.plugins`` entry points), loaded once; their
     strategies join the registry then."""
     global _LOADED
@@ -95,7 +95,7 @@ def paradigms() -> dict[str, Paradigm]:
 
 
 def get_paradigm(name: str) -> Paradigm:
-    known = paradigms()
+    known = installed()
     for p in known.values():
         if name in p.also:
             return p
@@ -106,7 +106,7 @@ def get_paradigm(name: str) -> Paradigm:
 
 
 def default_paradigm() -> Paradigm:
-    for p in paradigms().values():
+    for p in installed().values():
         if p.default:
             return p
     raise ConfigError("This recipe names no paradigm (paradigm: ...), and no installed paradigm is the default.")

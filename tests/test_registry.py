@@ -35,9 +35,9 @@ def test_aliases_resolve_and_unknown_names_suggest():
 
 def test_installed_paradigms_register_their_strategies_and_runners():
     from curate.bench.registry import runners
-    from curate.plugins import get_paradigm, paradigms
+    from curate.plugins import get_paradigm, installed
 
-    found = paradigms()
+    found = installed()
     assert {"classify", "icl", "sft", "prefs", "distill"} <= set(found)
     assert {"reward_margin", "entropy_certainty", "probe", "probe_kcenter"} <= set(REGISTRY.names())
     assert get_paradigm("classification").name == "classify" and REGISTRY.get("probe").owner == "distill"

@@ -29,10 +29,10 @@ __all__ = ["CellRunner", "load_runner", "runners"]
 def runners() -> dict[str, str]:
     """``{paradigm name: "module:Class"}`` for every installed paradigm with a benchmark runner
     (under each of its names)."""
-    from curate.plugins import paradigms
+    from curate.plugins import installed
 
     out = {}
-    for p in paradigms().values():
+    for p in installed().values():
         if p.bench_runner:
             for name in (p.name, *p.also):
                 out[name] = p.bench_runner

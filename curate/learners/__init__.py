@@ -8,8 +8,8 @@ set, so that the loop and the recipe checks read it instead of probing for metho
 * ``arrays:<name>`` — ``arrays() -> {name: per-item array}`` (a preference learner's ``margin``);
 * ``add_rows`` — ``add_rows(pool, vectors)``: it takes rows appended to the pool (generation).
 
-``EmbeddingClassifier`` lives here; response learners in :mod:`curate.responses`; paradigms bring
-their own (TRL reward models, DPO) through the same seam.
+``EmbeddingClassifier`` lives here; response learners in :mod:`curate.responses`; each paradigm may
+bring its own (TRL reward models, DPO) through the same seam.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Labels that are responses: the learner, scorers, annotators and export that the SFT and
-distillation paradigms share (a model fine-tuned round by round on bought answers)."""
+distillation paradigm share (a model fine-tuned round by round on bought answers)."""
 
 from curate.responses.export import response_dataset
 from curate.responses.learner import Answer, ResponseLearner, SelfTraining

@@ -145,13 +145,13 @@ def selective_annotation_loop(pool, index, plan: AnnotationPlan, *, annotator, c
                               initial_labels: Mapping[int, Any] | None = None, evaluate=None):
     """The selective-annotation loop (not run): ``plan``'s strategies and round sizes, the core's
     logistic regression as the loop's learner."""
-    from curate.build import loop_from
-    from curate.stopping import MaxRounds
+    from curate.build import loop_from, stopping_from
+    from curate.config import StopConfig
 
     learner = DemoSetLearner(index.vectors_of(pool.ids), classes)
     return loop_from(pool, strategy=plan.strategy, annotator=annotator, learner=learner, run_dir=run_dir, index=index,
                      init=plan.init, init_size=plan.init_size, batch_size=plan.batch_size,
-                     stopping=MaxRounds(plan.rounds), ledger=ledger, label_budget=plan.budget, seed=seed,
+                     stopping=stopping_from(StopConfig(rounds=plan.rounds)), ledger=ledger, label_budget=plan.budget, seed=seed,
                      initial_labels=initial_labels, evaluate=evaluate)
 
 

@@ -104,13 +104,9 @@ class ICLRunner:
 
     def backend(self):
         if self._backend is None:
-            from curate.backends import load_backend
+            from curate.build import backend_from
 
-            lm = self.config.lm
-            kwargs: dict[str, Any] = {"device": lm.device} if lm.backend != "openai" else {}
-            if lm.base_url:
-                kwargs["base_url"] = lm.base_url
-            self._backend = load_backend(lm.backend, lm.model, **kwargs)
+            self._backend = backend_from(self.config.lm)
         return self._backend
 
     def data(self, name: str) -> dict:

@@ -62,7 +62,8 @@ def add_actions(sub) -> dict[str, Any]:
 def _judge(args) -> int:
     import numpy as np
 
-    from curate.backends import load_backend
+    from curate.build import backend_from
+    from curate.config import LMConfig
     from curate.export import save_dataset
     from curate.models import DEFAULT_LM
 
@@ -70,7 +71,7 @@ def _judge(args) -> int:
     from .judge import PairwiseJudge
 
     pool = load_pair_pool(args.pairs, args.format, seed=args.seed, offset=args.offset, limit=args.limit)
-    backend = load_backend("hf", args.lm or DEFAULT_LM, device=args.device)
+    backend = backend_from(LMConfig(backend="hf", model=args.lm or DEFAULT_LM, device=args.device))
     judge = PairwiseJudge(backend, ties=not args.no_ties, tie_band=args.tie_band, consistent=args.consistent,
                           max_prompt_tokens=args.max_prompt_tokens, max_response_tokens=args.max_response_tokens)
     v = judge.judge(pool.column("prompt"), pool.column("response_a"), pool.column("response_b"))

@@ -7,7 +7,7 @@ the pool with it. The reference stays the initial model, so that margins of diff
 measure the same thing (the cumulative change of the policy). ``mode="retrain"`` trains the
 initial model on every label each round instead.
 
-Margins come from ``TransformersBackend.completion_logprobs`` (summed log-probs of each response's
+Margins come from the hf backend's ``completion_logprobs`` (summed log-probs of each response's
 tokens; TRL also trains on the EOS token it appends, which the margin leaves out) under the policy
 and the reference; the reference's are computed once per pair and cached. A
 run resumed after a crash finds the saved policy and the ids it was trained on in
@@ -53,7 +53,7 @@ class DPOLearner:
         train: keyword arguments for ``trl.DPOConfig``, passed as they are (over CPU-friendly defaults).
         chat: wrap each prompt as a user turn in the model's chat template (training and scoring alike).
         device: ``"cpu"``, ``"cuda"``, ... for scoring (and ``use_cpu`` for training on ``"cpu"``).
-        scoring: keyword arguments for the scoring ``TransformersBackend`` (``max_batch_tokens``, ...).
+        scoring: keyword arguments for the scoring hf backend (``max_batch_tokens``, ...).
         keep_rounds: keep every round's policy folder (default: only the latest, to save disk).
     """
 
@@ -186,9 +186,11 @@ class DPOLearner:
 
     def _backend(self, path: str):
         if path not in self._backends:
-            from curate.backends.hf import TransformersBackend
+            from curate.build import backend_from
+            from curate.config import LMConfig
 
-            self._backends[path] = TransformersBackend(path, device=self.device, **self.scoring)
+            self._backends[path] = backend_from(LMConfig(backend="hf", model=path, device=self.device,
+                                                         options=dict(self.scoring)))
         return self._backends[path]
 
     def _forget_policy(self) -> None:

@@ -122,9 +122,9 @@ class SFTRunner:
         import math
         import time
 
-        from curate.annotate.base import GoldAnnotator
         from curate.bench.cells import build_ledger, build_stopping
-        from curate.build import loop_from
+        from curate.build import annotator_from, loop_from
+        from curate.config import AnnotatorConfig
         from curate.responses import ResponseLearner
 
         from .run import heldout_loglik, sft_strategy
@@ -155,7 +155,7 @@ class SFTRunner:
             return {"sft_loglik": loglik, "sft_perplexity": math.exp(-loglik),
                     "eval_seconds": time.perf_counter() - clock}
 
-        loop = loop_from(pool, strategy=strategy, annotator=GoldAnnotator("response", source="human"),
+        loop = loop_from(pool, strategy=strategy, annotator=annotator_from(AnnotatorConfig(kind="gold", column="response"), labels=None),
                          learner=learner, run_dir=run_dir, init=init, init_size=schedule.init,
                          batch_size=schedule.batch, stopping=build_stopping(self.config, cell),
                          ledger=build_ledger(self.config, cell), evaluate=metrics_log.evaluator(measure),
