@@ -151,7 +151,10 @@ class ActiveLoop:
         if rounds:
             logger.info("resuming %s: %d round(s) journalled, %d labels, %s", self.run_dir, len(rounds), len(labels),
                         self.ledger.describe())
-        if labels:
+        # Train on what the journal holds, unless the last round is unfinished: completing it trains
+        # on the whole round, as an uninterrupted run does (a fit on its bought part first would train
+        # a model no uninterrupted run trains, and a response learner keeps every round it trains).
+        if labels and (not rounds or rounds[-1].status == "trained"):
             self._fit(labels)
         try:
             if rounds and rounds[-1].status != "trained":
