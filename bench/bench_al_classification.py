@@ -270,7 +270,9 @@ def main() -> None:
     rounds = ROUNDS
     if args.quick:
         datasets, strategies, seeds, rounds = datasets[:1], ["random", "entropy"], [0], 3
-    from curate.acquire import STRATEGIES as KNOWN
+    from curate.acquire import REGISTRY
+
+    KNOWN = REGISTRY.names()
 
     bad = [s for s in strategies if s not in KNOWN]
     if bad or any(d not in DATASETS for d in datasets):

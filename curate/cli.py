@@ -79,6 +79,7 @@ def build_parser(plugins: Sequence[Any] | None = None) -> tuple[argparse.Argumen
 
     _add_run_arguments(sub.add_parser("run", help="run a recipe of any paradigm (its 'paradigm:' key says which)"))
     _add_resume_arguments(sub.add_parser("resume", help="continue a run of any paradigm that stopped or was killed"))
+    _add_export_arguments(sub.add_parser("export", help="write a run's data (any paradigm) from its journal"))
 
     label = sub.add_parser("label", help="label an exported batch in the terminal (keys: 1-9, s skip, u undo, q quit)")
     label.add_argument("batch", help="batch file exported for people (JSONL or CSV)")
@@ -137,7 +138,7 @@ def build_parser(plugins: Sequence[Any] | None = None) -> tuple[argparse.Argumen
     bench.add_argument("--rebuild-table", action="store_true",
                        help="rewrite the done cells' rows from their journals (after an upgrade); runs nothing")
     handlers = {"env": _env, "index": _index, "score": _score, "select": _select, "run": _run,
-                "resume": _resume, "label": _label, "generate": _generate, "bench": _bench}
+                "resume": _resume, "export": _export, "label": _label, "generate": _generate, "bench": _bench}
     for paradigm in plugins:
         handlers.update(_paradigm_commands(sub, paradigm))
     return parser, handlers
@@ -160,13 +161,19 @@ def _add_resume_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
 
 
+def _add_export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="the run folder")
+    p.add_argument("--out", default=None, help="where to write (default: the paradigm's file in the run folder)")
+
+
 def _paradigm_commands(sub, paradigm) -> dict:
     """``curate <paradigm> run | resume | <its own actions>``, and its top-level commands."""
     parser = sub.add_parser(paradigm.name, help=paradigm.summary)
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     _add_run_arguments(actions.add_parser("run", help=f"run a {paradigm.name} recipe"))
     _add_resume_arguments(actions.add_parser("resume", help=f"continue a {paradigm.name} run folder"))
-    own = {"run": lambda args: _run(args, paradigm.name), "resume": _resume}
+    _add_export_arguments(actions.add_parser("export", help=f"write a {paradigm.name} run's data from its journal"))
+    own = {"run": lambda args: _run(args, paradigm.name), "resume": _resume, "export": _export}
     if paradigm.actions is not None:
         own.update(paradigm.actions(actions))
     handlers = {paradigm.name: lambda args: own[args.action](args)}
@@ -315,6 +322,14 @@ def _resume(args) -> int:
 
     chosen, outcome = resume_run(args.run_dir, args.overrides, dry_run=args.dry_run, evaluate=not args.no_eval)
     _report(chosen, outcome)
+    return 0
+
+
+def _export(args) -> int:
+    from curate.runs import export_run
+
+    paradigm, path = export_run(args.run_dir, args.out)
+    print(json.dumps({"paradigm": paradigm.name, "exported": str(path)}))
     return 0
 
 

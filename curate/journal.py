@@ -22,7 +22,9 @@ from curate.annotate.base import Annotation
 from curate.budget import Charge
 from curate.errors import DataError
 
-__all__ = ["Journal", "RoundRow"]
+__all__ = ["FILE", "Journal", "RoundRow"]
+
+FILE = "journal.sqlite"  # a run folder's journal, by this name in every paradigm
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -59,6 +61,11 @@ class RoundRow:
 
 
 class Journal:
+    @classmethod
+    def of(cls, run_dir: str | Path) -> Journal:
+        """The journal of the run folder ``run_dir``."""
+        return cls(Path(run_dir) / FILE)
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -129,7 +129,7 @@ class ActiveLoop:
         return worst_case(self, rounds)
 
     def run(self) -> LoopResult:
-        journal = Journal(self.run_dir / "journal.sqlite")
+        journal = Journal.of(self.run_dir)
         try:
             return self._run(journal)
         finally:

@@ -20,13 +20,15 @@ from typing import Any
 import yaml
 
 from curate.errors import ConfigError
+from curate.journal import FILE as JOURNAL_FILE
 
-__all__ = ["CONFIG", "JOURNAL", "Built", "RunFolder", "RunOutcome", "execute", "resume_run", "start_run"]
+__all__ = ["CONFIG", "JOURNAL", "Built", "RunFolder", "RunOutcome", "execute", "export_run", "labelled_rows", "resume_run",
+           "start_run"]
 
 logger = logging.getLogger(__name__)
 
 CONFIG = "config.yaml"
-JOURNAL = "journal.sqlite"
+JOURNAL = JOURNAL_FILE
 VERSIONS = "versions.json"
 SUMMARY = "summary.json"
 # Config files of run folders written before every paradigm used config.yaml: name -> paradigm.
@@ -43,6 +45,7 @@ class Built:
     rounds: int | None
     metric: str = "metric"
     finish: Callable[[Any], dict[str, Any]] | None = None
+    export: Callable[[Path | None], Path] | None = None  # out -> the run's data, written from its journal
 
 
 @dataclass
@@ -229,3 +232,41 @@ def resume_run(run_dir: str | Path, overrides: list[str] | None = None, *, dry_r
     chosen = get_paradigm(name) if name else default_paradigm()
     config = chosen.load_config(None, overrides, data={k: v for k, v in data.items()})
     return chosen, execute(chosen, config, folder, dry_run=dry_run, resume=True, **options)
+
+
+def export_run(run_dir: str | Path, out: str | Path | None = None) -> tuple[Any, Path]:
+    """``curate export RUN_DIR``: the run's data as its paradigm writes it (labels, demonstrations,
+    responses, preference pairs), from the journal alone: nothing is bought or trained. Returns
+    ``(paradigm, path)``."""
+    from curate.plugins import default_paradigm, get_paradigm
+
+    folder = RunFolder(run_dir)
+    name, data = folder.read_config()
+    if not folder.holds_run():
+        raise ConfigError(f"{folder} holds no journal: nothing was bought there yet, so there is nothing to export.")
+    chosen = get_paradigm(name) if name else default_paradigm()
+    built = chosen.build(chosen.load_config(None, None, data=data), folder, evaluate=False)
+    if built.export is None:
+        raise ConfigError(f"The {chosen.name} paradigm has no export.")
+    return chosen, built.export(None if out is None else Path(out))
+
+
+def labelled_rows(run_dir: str | Path, pool) -> list[dict]:
+    """Every labelled item of a run, from its journal: the pool row (or the generated row), its
+    label, who labelled it and in which round."""
+    from curate.journal import Journal
+
+    journal = Journal.of(run_dir)
+    try:
+        generated = {g["item_id"]: g["row"] for g in journal.generated()}
+        rows = [r for r in journal.label_rows() if r["label"] is not None]
+    finally:
+        journal.close()
+    base = len(pool)
+    out = []
+    for r in rows:
+        i = r["item_id"]
+        row = dict(pool.dataset[i]) if i < base else dict(generated.get(i, {}))
+        row.pop("id", None)
+        out.append({"id": i, **row, "label": r["label"], "source": r["source"], "round": r["round"]})
+    return out

@@ -81,3 +81,18 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real datasets not found at {SHARED_DATA} (../shared/data beside the repo)")
     return SHARED_DATA
+
+
+# The unit layer: numpy / FAISS only, no model, seconds in all (`./run test -m unit`). A test of these
+# modules that takes a tiny model or real data belongs to the integration layer instead.
+UNIT_MODULES = {"test_acquire_contract", "test_contracts", "test_diversity", "test_index", "test_ledger_stopping",
+                "test_registry", "test_uncertainty", "test_pool", "test_journal"}
+_MODEL_FIXTURES = {"tiny_lm_dir", "tiny_backend", "shared_data", "teacher_dir", "other_tokenizer_dir"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = getattr(item.module, "__name__", "").rsplit(".", 1)[-1]
+        if (module in UNIT_MODULES and not _MODEL_FIXTURES & set(getattr(item, "fixturenames", ()))
+                and item.get_closest_marker("real") is None and item.get_closest_marker("data") is None):
+            item.add_marker(pytest.mark.unit)

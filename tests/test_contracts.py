@@ -60,9 +60,10 @@ def test_the_contract_catches_a_broken_strategy():
 
 
 def test_learners_keep_the_contract():
-    from curate.learners import EmbeddingClassifier
     from curate.paradigms.icl.annotate import DemoSetLearner
     from curate.paradigms.preference import RewardModelLearner
+
+    from curate.learners import EmbeddingClassifier
 
     rng = np.random.default_rng(1)
     x = rng.normal(size=(N, 8)).astype(np.float32)
@@ -112,8 +113,9 @@ def test_gold_and_hybrid_annotators_keep_the_contract():
 
 
 def test_lm_annotators_keep_the_contract_on_a_tiny_model(tiny_backend, tiny_lm_dir):
-    from curate.annotate.llm import LLMAnnotator
     from curate.paradigms.preference import PairwiseJudge, pairs_from_preferences
+
+    from curate.annotate.llm import LLMAnnotator
     from curate.responses import RecordedTeacher, TeacherAnnotator
 
     reviews = load_pool([{"text": t} for t in ("the film was wonderful", "the food was cold", "a great phone")])

@@ -81,6 +81,16 @@ def _killed_then_resumed(tmp_path, recipe: Path, kill_at: int, paradigm: str, *,
         assert got == want
     summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
     assert summary["paradigm"] == paradigm and summary["labels"] == len(want)
+    # Every paradigm exports its data from the journal alone, with one command.
+    exported = _curate(tmp_path, "export", str(tmp_path / "killed"), "--out", str(tmp_path / "export.jsonl"))
+    assert exported.returncode == 0, exported.stderr
+    assert json.loads(exported.stdout.strip().splitlines()[-1])["paradigm"] == paradigm
+    rows = [json.loads(line) for line in (tmp_path / "export.jsonl").read_text().splitlines()]
+    assert len(rows) >= len(want)
+    # ICL's demonstrations carry the pool's own id column (a pool for `icl select`); preference pairs
+    # are prompt/chosen/rejected rows for TRL, with provenance but no pool id.
+    if paradigm not in ("icl", "prefs"):
+        assert {r["id"] for r in rows} >= {i for i, _ in want}
     return summary
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.errors import ConfigError
+from curate.journal import FILE as JOURNAL_FILE
 
 __all__ = ["MetricsLog", "build_cell_annotator", "check_strategy", "build_ledger", "build_stopping", "build_strategy", "cell_rows",
            "init_strategy"]
@@ -101,7 +102,7 @@ class MetricsLog:
                  slow_seconds: float = 20.0) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
         self.names = tuple(names)
-        self.round = _trained_rounds(Path(run_dir) / "journal.sqlite")
+        self.round = _trained_rounds(Path(run_dir) / JOURNAL_FILE)
         self.progress = progress
         self.slow_seconds = slow_seconds  # rounds slower than this are reported as they finish
         self._clock = time.perf_counter()
@@ -158,7 +159,7 @@ def cell_rows(run_dir: str | Path, cell, metric_names: tuple[str, ...], currency
     """One row per trained round of the cell in ``run_dir``: cumulative labels, money and tokens, the
     round's wall and selection time, and every metric (the primary also as ``metric``)."""
     run_dir = Path(run_dir)
-    db = _connect(run_dir / "journal.sqlite")
+    db = _connect(run_dir / JOURNAL_FILE)
     try:
         rounds = db.execute("SELECT round, labels, spent_micros, metric, started, finished, info FROM rounds "
                             "WHERE status = 'trained' ORDER BY round").fetchall()

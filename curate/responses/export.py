@@ -13,6 +13,7 @@ from typing import Any
 
 from curate.errors import ConfigError
 from curate.export import to_trl
+from curate.journal import FILE as JOURNAL_FILE
 
 __all__ = ["response_dataset"]
 
@@ -36,7 +37,7 @@ def response_dataset(pool, run_dir: str | Path, *, pseudo: Sequence[dict] = (), 
 
     if format not in ("messages", "prompt_completion"):
         raise ConfigError(f"Response data is exported as 'messages' or 'prompt_completion'. Got {format!r} instead.")
-    path = Path(run_dir) / "journal.sqlite"
+    path = Path(run_dir) / JOURNAL_FILE
     if not path.exists():
         raise ConfigError(f"{run_dir} holds no run (no journal.sqlite).")
     journal = Journal(path)

@@ -241,6 +241,13 @@ class ResponseLearner:
     def _state_path(self) -> Path:
         return self.run_dir / "model" / "state.json"
 
+    def restore(self, ids) -> None:
+        """Adopt the saved round state of a run whose labelled ids are ``ids``, without training
+        (an export reads the self-training rows this way)."""
+        if not self._restored:
+            self._restore({int(i) for i in ids})
+            self._restored = True
+
     def _restore(self, ids: set[int]) -> None:
         """Adopt the model a crashed or paused run saved, if it was trained on responses we still have."""
         state = read_round_state(self._state_path(), ids, model_key="model", what="model", items="items",

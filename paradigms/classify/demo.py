@@ -34,7 +34,7 @@ def run_demo(overrides: list[str] | None = None, out: str | None = None):
     run_dir = Path(out) if out else Path(tempfile.mkdtemp(prefix="curate-demo-"))
     outcome = execute(PARADIGM, config, RunFolder(run_dir))
     gold = load_pool(config.pool.path).column("label")
-    journal = Journal(run_dir / "journal.sqlite")
+    journal = Journal.of(run_dir)
     try:
         rows = journal.label_rows()
     finally:

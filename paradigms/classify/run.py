@@ -27,7 +27,7 @@ from curate.build import (
     strategy_from,
 )
 from curate.errors import ConfigError
-from curate.runs import Built, RunFolder
+from curate.runs import Built, RunFolder, labelled_rows
 
 from .config import ClassifyConfig
 
@@ -73,12 +73,19 @@ def build(config: ClassifyConfig, folder: RunFolder, *, evaluate: bool = True) -
                      evaluate=_accuracy(config, embedder) if evaluate else None,
                      stop_set=_stop_set(config, len(pool)), seed=config.seed, generators=generators)
 
-    def finish(result) -> dict[str, Any]:
-        if not generators:
-            return {}
-        return {"generated": str(write_generated(folder.path)), "generation": generation_summary(folder.path)}
+    def export(out: Path | None) -> Path:
+        """``labels.jsonl``: every labelled item (its row, label, who labelled it, round)."""
+        path = out or folder.path / "labels.jsonl"
+        path.write_text("".join(json.dumps(r, default=str) + "\n" for r in labelled_rows(folder.path, pool)))
+        return path
 
-    return Built(loop, config.stop.rounds, metric="test accuracy", finish=finish)
+    def finish(result) -> dict[str, Any]:
+        out: dict[str, Any] = {"export": str(export(None))}
+        if generators:
+            out.update(generated=str(write_generated(folder.path)), generation=generation_summary(folder.path))
+        return out
+
+    return Built(loop, config.stop.rounds, metric="test accuracy", finish=finish, export=export)
 
 
 def _accuracy(config: ClassifyConfig, embedder):
@@ -134,7 +141,7 @@ def write_generated(run_dir: Path) -> Path:
     for, the label it got (if bought or kept) and the round; the journal is the source of truth."""
     from curate.journal import Journal
 
-    journal = Journal(Path(run_dir) / "journal.sqlite")
+    journal = Journal.of(run_dir)
     try:
         labels = {r["item_id"]: r for r in journal.label_rows()}
         rows = [{"id": g["item_id"], **g["row"], "intended_label": g["label"],
@@ -151,7 +158,7 @@ def generation_summary(run_dir: Path) -> str | None:
     """One line per generating round (accepted / written, what each filter rejected), or None."""
     from curate.journal import Journal
 
-    journal = Journal(Path(run_dir) / "journal.sqlite")
+    journal = Journal.of(run_dir)
     try:
         reports = journal.generation_reports()
     finally:

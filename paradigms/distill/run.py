@@ -155,13 +155,24 @@ def build_distill(config: DistillConfig, run_dir: str | Path, *, evaluate: bool 
 def build(config: DistillConfig, folder: RunFolder, *, evaluate: bool = True) -> Built:
     run = build_distill(config, folder.path, evaluate=evaluate)
 
-    def finish(result) -> dict[str, Any]:
+    def export(path: Path | None) -> Path:
+        """``distilled.jsonl``: the teacher's bought answers (journal) and self-training rows."""
         from curate.export import save_dataset
+        from curate.journal import Journal
         from curate.responses import response_dataset
 
+        journal = Journal.of(folder.path)
+        try:
+            run.learner.restore(journal.labels())
+        finally:
+            journal.close()
+        return save_dataset(response_dataset(run.pool, folder.path, pseudo=run.learner.records()),
+                            path or folder.path / "distilled.jsonl")
+
+    def finish(result) -> dict[str, Any]:
         data_path = folder.path / "distilled.jsonl"
         if result.labels:
-            save_dataset(response_dataset(run.pool, folder.path, pseudo=run.learner.records()), data_path)
+            export(data_path)
         out: dict[str, Any] = {"currency": config.prices.currency, "responses": len(result.labels),
                                "probes": len(run.probe.paid_) if run.probe is not None else 0,
                                "data": str(data_path) if result.labels else None, "student": run.learner.current_,
@@ -172,7 +183,7 @@ def build(config: DistillConfig, folder: RunFolder, *, evaluate: bool = True) ->
                                            accuracy_size=ev.accuracy_size, max_new_tokens=ev.max_new_tokens)
         return out
 
-    return Built(run.loop, config.stop.rounds, metric="held-out loss (nats/token)", finish=finish)
+    return Built(run.loop, config.stop.rounds, metric="held-out loss (nats/token)", finish=finish, export=export)
 
 
 def _eval_rows(config: DistillConfig) -> list[dict]:

@@ -61,11 +61,20 @@ def build(config: ICLConfig, folder: RunFolder, *, evaluate: bool = True) -> Bui
                                      seed=config.seed, ledger=ledger_from(config.prices, None))
     keys = config.pool.id_column
 
-    def finish(result) -> dict[str, Any]:
-        path = write_demonstrations(loop.pool, result.labels, folder.path / "demonstrations.jsonl", key_column=keys)
-        return {"strategy": config.annotate.strategy, "pool_size": len(pool), "demonstrations": str(path)}
+    def export(out: Path | None) -> Path:
+        from curate.journal import Journal
 
-    return Built(loop, plan.rounds, metric="metric", finish=finish)
+        journal = Journal.of(folder.path)
+        try:
+            labels = journal.labels()
+        finally:
+            journal.close()
+        return write_demonstrations(pool, labels, out or folder.path / "demonstrations.jsonl", key_column=keys)
+
+    def finish(result) -> dict[str, Any]:
+        return {"strategy": config.annotate.strategy, "pool_size": len(pool), "demonstrations": str(export(None))}
+
+    return Built(loop, plan.rounds, metric="metric", finish=finish, export=export)
 
 
 def write_demonstrations(pool, labels: dict, path: Path, *, key_column: str | None = None) -> Path:

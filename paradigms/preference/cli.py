@@ -4,13 +4,12 @@
     curate prefs select PAIRS --strategy S --budget K --out picks.jsonl [--policy P --reference R]
     curate prefs run RECIPE [--out DIR] [--set key=value] [--dry-run]   # the core's run command
     curate resume DIR
-    curate prefs export DIR [--out FILE]
+    curate prefs export DIR [--out FILE]                             # the core's export command
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 __all__ = ["add_actions", "report"]
@@ -27,7 +26,7 @@ def _pairs_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_actions(sub) -> dict[str, Any]:
-    """``curate prefs judge | select | export`` (``run`` and ``resume`` come from the core)."""
+    """``curate prefs judge | select`` (``run``, ``resume`` and ``export`` come from the core)."""
     judge = sub.add_parser("judge", help="label pairs with the LLM judge (both orders, position bias cancelled)")
     _pairs_args(judge)
     judge.add_argument("--out", required=True, help="output .jsonl: label, confidence, both orders' log-odds")
@@ -52,11 +51,8 @@ def add_actions(sub) -> dict[str, Any]:
     select.add_argument("--device", default="cpu")
     select.add_argument("--embedder", default=None)
 
-    export = sub.add_parser("export", help="write a run's labelled pairs as prompt/chosen/rejected with provenance")
-    export.add_argument("run_dir")
-    export.add_argument("--out", default=None, help=".jsonl or .parquet (default: the recipe's export path)")
 
-    return {"judge": _judge, "select": _select, "export": _export}
+    return {"judge": _judge, "select": _select}
 
 
 def _judge(args) -> int:
@@ -145,32 +141,3 @@ def report(outcome) -> None:
     print(f"Run folder: {outcome.folder}")
     if result.waiting:
         print(f"Label the exported pairs (labels a, b, tie), then: curate resume {outcome.folder}")
-
-
-def _export(args) -> int:
-    from curate.errors import ConfigError
-    from curate.export import save_dataset
-    from curate.runs import RunFolder
-
-    from .config import load_prefs_config
-    from .run import build_prefs_loop, export_run
-
-    paradigm, data = RunFolder(args.run_dir).read_config()
-    if paradigm != "prefs":
-        raise ConfigError(f"{args.run_dir} holds a {paradigm or 'classify'} run, not a prefs run.")
-    config = load_prefs_config(data=data)
-    run = build_prefs_loop(config, args.run_dir, evaluate=False)
-    if run.loop.run_dir.joinpath("journal.sqlite").exists():
-        # The learner holds no state until fitted: refit it on the journalled labels for the margins.
-        from .export import journal_provenance
-
-        labels, _ = journal_provenance(args.run_dir)
-        ids = sorted(labels)
-        run.learner.fit(ids, [labels[i] for i in ids])
-    path = export_run(run)
-    if args.out:
-        from datasets import Dataset
-
-        path = save_dataset(Dataset.from_json(str(path)), args.out)
-    print(json.dumps({"exported": str(path)}))
-    return 0

@@ -28,7 +28,7 @@ def journal_provenance(run_dir: str | Path) -> tuple[dict[int, Any], dict[int, d
     """Labels and their provenance (``judge``, ``confidence``, ``round``, ``note``) from a loop's journal."""
     from curate.journal import Journal
 
-    journal = Journal(Path(run_dir) / "journal.sqlite")
+    journal = Journal.of(run_dir)
     try:
         rows = journal.label_rows()
     finally:

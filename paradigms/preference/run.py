@@ -172,8 +172,29 @@ def _index(prompt_vectors, pool, embedder):
 
 def build(config: PrefsConfig, folder: RunFolder, *, evaluate: bool = True) -> Built:
     run = build_prefs_loop(config, folder.path, evaluate=evaluate)
-    return Built(run.loop, config.stop.rounds, metric="held-out pair accuracy",
+
+    def export(out: Path | None) -> Path:
+        """The labelled pairs, with margins of the learner refitted on the journal's labels (the
+        learner holds no state until fitted)."""
+        from curate.export import save_dataset
+
+        from .export import journal_provenance
+
+        labels, _ = journal_provenance(folder.path)
+        ids = sorted(labels)
+        if ids:
+            run.learner.fit(ids, [labels[i] for i in ids])
+        path = export_run(run)
+        return path if out is None else save_dataset(_read_jsonl(path), out)
+
+    return Built(run.loop, config.stop.rounds, metric="held-out pair accuracy", export=export,
                  finish=lambda result: {"export": str(export_run(run))})
+
+
+def _read_jsonl(path: Path):
+    from datasets import Dataset
+
+    return Dataset.from_json(str(path))
 
 
 def export_run(run: PrefsRun) -> Path:

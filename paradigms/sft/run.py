@@ -11,6 +11,7 @@ and round), ``model/round-<n>`` (the latest trained model, a plain folder any ba
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -99,22 +100,38 @@ def build(config: SFTConfig, folder: RunFolder, *, evaluate: bool = True) -> Bui
                      stopping=stopping_from(config.stop), ledger=ledger_from(config.prices, config.stop.money),
                      label_budget=config.stop.labels, evaluate=_loglik(config) if evaluate else None, seed=config.seed)
 
+    def data():
+        """Bought responses (journal) and self-training rows, in the recipe's TRL format."""
+        from curate.journal import Journal
+        from curate.responses import response_dataset
+
+        journal = Journal.of(run_dir)
+        try:
+            learner.restore(journal.labels())
+        finally:
+            journal.close()
+        return response_dataset(loop.pool, run_dir, pseudo=learner.records(), format=config.export,
+                                system_prompt=config.system)
+
+    def export(path: Path | None) -> Path:
+        from curate.export import save_dataset
+
+        return save_dataset(data(), path or run_dir / "data")
+
     def finish(result) -> dict[str, Any]:
         from curate.export import save_dataset
-        from curate.responses import response_dataset
 
         out: dict[str, Any] = {"spent": loop.ledger.spent, "model": learner.current_, "pseudo": len(learner.pseudo_),
                                "rounds": learner.history_}
         if result.labels:
-            data = response_dataset(loop.pool, run_dir, pseudo=learner.records(), format=config.export,
-                                    system_prompt=config.system)
-            out["data"] = str(save_dataset(data, run_dir / "data"))
-            out["rows"] = len(data)
+            rows = data()
+            out["data"] = str(save_dataset(rows, run_dir / "data"))
+            out["rows"] = len(rows)
         logger.info("sft run %s: %s; %d labels, %d pseudo; model %s", run_dir, result.stop_reason, len(result.labels),
                     len(learner.pseudo_), learner.current_)
         return out
 
-    return Built(loop, config.stop.rounds, metric="held-out log-likelihood / token", finish=finish)
+    return Built(loop, config.stop.rounds, metric="held-out log-likelihood / token", finish=finish, export=export)
 
 
 def _loglik(config: SFTConfig):
