@@ -62,8 +62,15 @@ def _actions(sub):
 
 
 # ``curate icl run RECIPE`` is selective annotation (``annotate``); re-running it into the same folder resumes.
+def _specs():
+    from .annotate import SPECS
+
+    return SPECS
+
+
 PARADIGM = Paradigm(name="icl", summary="in-context learning: demonstrations per input, selective annotation, eval",
-                    load_config=_load, build=_build, report=_report, actions=_actions,
+                    load_config=_load, build=_build, report=_report, actions=_actions, strategies=_specs(),
+                    aliases={"uncertainty": "lm_entropy"},
                     bench_runner="curate.paradigms.icl.bench:ICLRunner", on_existing="continue")
 
 

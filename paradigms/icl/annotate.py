@@ -33,8 +33,8 @@ from .config import AnnotateConfig, RetrieveConfig
 from .evaluate import build_prompts
 from .scoring import score_options
 
-__all__ = ["AnnotationPlan", "DemoSetLearner", "LMEntropy", "plan_annotation", "select_and_annotate",
-           "selective_annotation_loop"]
+__all__ = ["ALIASES", "SPECS", "AnnotationPlan", "DemoSetLearner", "LMEntropy", "plan_annotation",
+           "select_and_annotate", "selective_annotation_loop"]
 
 logger = logging.getLogger(__name__)
 
@@ -117,20 +117,44 @@ class AnnotationPlan:
     budget: int
 
 
-def plan_annotation(config: AnnotateConfig, *, backend=None, builder=None) -> AnnotationPlan:
-    """The strategies and round sizes for ``config``."""
-    from curate.acquire import Subsample, TopK, make_strategy
+def _lm_entropy(ctx, shots: int = 0, subsample: int | None = None):
+    """The LM's option entropy on each candidate (:class:`LMEntropy`), on at most ``subsample``."""
+    from curate.acquire import Subsample, TopK
 
+    builder = ctx.options.get("builder")
+    if builder is None:
+        raise ConfigError("strategy 'lm_entropy' renders ICL prompts: it needs the run's prompt builder.")
+    strategy = TopK(LMEntropy(ctx.lm("lm_entropy"), builder, shots=shots))
+    return strategy if subsample is None else Subsample(strategy, subsample)
+
+
+def _specs():
+    from curate.acquire.registry import StrategySpec
+
+    return (StrategySpec("lm_entropy", _lm_entropy, frozenset({"pool", "backend"}),
+                         "entropy of the LM's label options for each candidate, in an ICL prompt", owner="icl"),)
+
+
+SPECS = _specs()
+ALIASES = {"uncertainty": "lm_entropy"}  # an ICL recipe's name for it
+
+
+def plan_annotation(config: AnnotateConfig, *, backend=None, builder=None) -> AnnotationPlan:
+    """The strategies and round sizes for ``config``, from the one registry."""
+    from curate.acquire import REGISTRY, StrategyContext, make_strategy
+
+    for spec in SPECS:  # as the plugin does when loaded; adding twice changes nothing
+        REGISTRY.add(spec)
     budget, rounds = config.budget, config.rounds
     if config.strategy == "uncertainty":
         if backend is None or builder is None:
             raise ConfigError("annotate.strategy 'uncertainty' scores with the LM: pass backend=... and builder=....")
         init = make_strategy(config.init)
-        strategy = TopK(LMEntropy(backend, builder, shots=config.shots))
-        if config.subsample is not None:
-            strategy = Subsample(strategy, config.subsample)
+        context = StrategyContext(backend=lambda: backend, options={"builder": builder})
+        strategy = REGISTRY.build(config.strategy, {"shots": config.shots, "subsample": config.subsample}, context,
+                                  aliases=ALIASES)
     else:
-        # Strategies whose selection does not depend on labels, from the one registry.
+        # Strategies whose selection does not depend on labels: the whole budget can go in one round.
         init = make_strategy(config.strategy, **config.params)
         strategy = make_strategy(config.strategy, **config.params)
     init_size = config.init_size if config.init_size is not None else math.ceil(budget / rounds)
