@@ -14,8 +14,8 @@ folder's config says which) and ``--dry-run`` (the worst case, before anything i
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
@@ -30,7 +30,8 @@ GROUP = "curate.plugins"
 
 @dataclass(frozen=True)
 class Paradigm:
-    """What a paradigm plugs in.
+    """What a paradigm plugs in. Each hook is a callable or a ``"module:attribute"`` string, imported
+    when first called (so that ``curate --help`` imports no paradigm's modules).
 
     Args:
         name: its name in recipes (``paradigm: sft``), on the command line and in run folders.
@@ -45,7 +46,6 @@ class Paradigm:
         commands: ``(subparsers) -> {command: handler}``: top-level verbs (``curate demo``).
         also: other names the paradigm answers to (a benchmark grid's ``classification``).
         strategies: its own strategies, added to the one registry.
-        aliases: short names its recipes use for registry strategies (``entropy`` -> ``answer_entropy``).
         bench_runner: ``"module:Class"`` of its ``curate bench`` cell runner, or None.
         default: the paradigm of recipes that name none.
         on_existing: ``refuse`` (a run folder is started once; continue with ``curate resume``) or
@@ -54,17 +54,47 @@ class Paradigm:
 
     name: str
     summary: str
-    load_config: Callable[..., Any]
-    build: Callable[..., Any]
-    report: Callable[[Any], None]
-    actions: Callable[[Any], dict[str, Callable[[Any], int]]] | None = None
-    commands: Callable[[Any], dict[str, Callable[[Any], int]]] | None = None
+    load_config: Callable[..., Any] | str
+    build: Callable[..., Any] | str
+    report: Callable[[Any], None] | str
+    actions: Callable[[Any], dict[str, Callable[[Any], int]]] | str | None = None
+    commands: Callable[[Any], dict[str, Callable[[Any], int]]] | str | None = None
     also: tuple[str, ...] = ()
     strategies: Sequence[Any] = ()
-    aliases: Mapping[str, str] = field(default_factory=dict)
     bench_runner: str | None = None
     default: bool = False
     on_existing: str = "refuse"
+
+    def __post_init__(self) -> None:
+        for name in ("load_config", "build", "report", "actions", "commands"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, _Lazy(value))
+        if self.on_existing not in ("refuse", "continue"):
+            raise ConfigError(f"Paradigm {self.name}: on_existing must be 'refuse' or 'continue'. Got {self.on_existing!r}.")
+
+
+class _Lazy:
+    """A ``"module:attribute"`` reference, imported on its first call: listing a paradigm loads
+    none of its modules."""
+
+    def __init__(self, ref: str) -> None:
+        module, sep, attr = ref.partition(":")
+        if not sep or not module or not attr:
+            raise ConfigError(f"A plugin hook must be a callable or 'module:attribute'. Got {ref!r} instead.")
+        self.ref = ref
+        self._target = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._target is None:
+            import importlib
+
+            module, _, attr = self.ref.partition(":")
+            self._target = getattr(importlib.import_module(module), attr)
+        return self._target(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<hook {self.ref}>"
 
 
 _LOADED: dict[str, Paradigm] | None = None

@@ -10,30 +10,14 @@ from curate.plugins import Paradigm
 from .kd import check_shared_tokenizer, token_trainer, train_token
 from .learner import student_learner
 from .probe import TeacherProbe
-from .run import ALIASES, SPECS
+from .run import SPECS
 
 __all__ = ["PARADIGM", "TeacherProbe", "check_shared_tokenizer", "student_learner", "token_trainer", "train_token"]
 
 
-def _load(path=None, overrides=None, data=None):
-    from .config import load_distill_config
-
-    return load_distill_config(path, overrides, data)
-
-
-def _build(config, folder, **options):
-    from .run import build
-
-    return build(config, folder, **options)
-
-
-def _report(outcome) -> None:
-    from .cli import report
-
-    report(outcome)
-
-
 PARADIGM = Paradigm(name="distill", summary="distil a teacher into a student, asking the teacher only where the "
                                              "student is unsure (recipes/distill-*.yaml)",
-                    load_config=_load, build=_build, report=_report, strategies=SPECS, aliases=ALIASES,
+                    load_config="curate.paradigms.distill.config:load_distill_config",
+                    build="curate.paradigms.distill.run:build", report="curate.paradigms.distill.cli:report",
+                    strategies=SPECS,
                     on_existing="continue")

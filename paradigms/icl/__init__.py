@@ -37,30 +37,6 @@ _LAZY = {
 __all__ = ["PARADIGM", *sorted(_LAZY)]
 
 
-def _load(path=None, overrides=None, data=None):
-    from .config import load_icl_config
-
-    return load_icl_config(path, overrides, data)
-
-
-def _build(config, folder, **options):
-    from .run import build
-
-    return build(config, folder, **options)
-
-
-def _report(outcome) -> None:
-    from .cli import report
-
-    report(outcome)
-
-
-def _actions(sub):
-    from .cli import add_actions
-
-    return add_actions(sub)
-
-
 # ``curate icl run RECIPE`` is selective annotation (``annotate``); re-running it into the same folder resumes.
 def _specs():
     from .annotate import SPECS
@@ -69,8 +45,9 @@ def _specs():
 
 
 PARADIGM = Paradigm(name="icl", summary="in-context learning: demonstrations per input, selective annotation, eval",
-                    load_config=_load, build=_build, report=_report, actions=_actions, strategies=_specs(),
-                    aliases={"uncertainty": "lm_entropy"},
+                    load_config="curate.paradigms.icl.config:load_icl_config", build="curate.paradigms.icl.run:build",
+                    report="curate.paradigms.icl.cli:report", actions="curate.paradigms.icl.cli:add_actions",
+                    strategies=_specs(),
                     bench_runner="curate.paradigms.icl.bench:ICLRunner", on_existing="continue")
 
 

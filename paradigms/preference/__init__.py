@@ -25,7 +25,6 @@ from .pairs import LABELS, chosen_rejected, pair_pool, pairs_from_preferences, s
 from .reward import RewardModelLearner, embed_pairs, reward_features
 from .scores import bt_probs, dpo_margin, pair_logprobs
 from .strategies import (
-    ALIASES,
     SPECS,
     STRATEGIES,
     EnsembleDisagreement,
@@ -44,30 +43,8 @@ __all__ = [
 ]
 
 
-def _load(path=None, overrides=None, data=None):
-    from .config import load_prefs_config
-
-    return load_prefs_config(path, overrides, data)
-
-
-def _build(config, folder, **options):
-    from .run import build
-
-    return build(config, folder, **options)
-
-
-def _report(outcome) -> None:
-    from .cli import report
-
-    report(outcome)
-
-
-def _actions(sub):
-    from .cli import add_actions
-
-    return add_actions(sub)
-
-
 PARADIGM = Paradigm(name="prefs", summary="active preference pairs: judge, select, run a DPO/reward-model loop",
-                    load_config=_load, build=_build, report=_report, actions=_actions, strategies=SPECS,
-                    aliases=ALIASES, also=("preference",))
+                    load_config="curate.paradigms.preference.config:load_prefs_config",
+                    build="curate.paradigms.preference.run:build", report="curate.paradigms.preference.cli:report",
+                    actions="curate.paradigms.preference.cli:add_actions", strategies=SPECS,
+                    also=("preference",))

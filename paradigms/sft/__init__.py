@@ -11,34 +11,7 @@ from curate.plugins import Paradigm
 __all__ = ["PARADIGM"]
 
 
-def _load(path=None, overrides=None, data=None):
-    from .config import load_sft_config
-
-    return load_sft_config(path, overrides, data)
-
-
-def _build(config, folder, **options):
-    from .run import build
-
-    return build(config, folder, **options)
-
-
-def _report(outcome) -> None:
-    from .cli import report
-
-    report(outcome)
-
-
-def _actions(sub):
-    from .cli import add_actions
-
-    return add_actions(sub)
-
-
-# The short names of SFT recipes for the registry's answer-uncertainty strategies.
-_ALIASES = {"entropy": "answer_entropy", "perplexity": "answer_perplexity", "semantic": "answer_semantic",
-            "loss": "answer_loss", "ifd": "answer_ifd"}
-
 PARADIGM = Paradigm(name="sft", summary="active SFT: uncertainty queries + self-training, or one-shot curation",
-                    load_config=_load, build=_build, report=_report, actions=_actions, aliases=_ALIASES,
+                    load_config="curate.paradigms.sft.config:load_sft_config", build="curate.paradigms.sft.run:build",
+                    report="curate.paradigms.sft.cli:report", actions="curate.paradigms.sft.cli:add_actions",
                     bench_runner="curate.paradigms.sft.bench:SFTRunner")
