@@ -147,17 +147,17 @@ def build_parser(plugins: Sequence[Any] | None = None) -> tuple[argparse.Argumen
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", help="YAML recipe (see recipes/)")
     p.add_argument("--out", default=None, help="run folder (default: runs/<recipe name>)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="override a recipe value, e.g. acquire.batch_size=50; repeatable")
-    p.add_argument("--dry-run", action="store_true", help="print the most the recipe can spend, spend nothing")
-    p.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
+    _add_lifecycle_flags(p, "override a recipe value, e.g. acquire.batch_size=50; repeatable")
 
 
 def _add_resume_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="the run folder")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="continue under changed recipe values, e.g. stop.rounds=6; repeatable")
-    p.add_argument("--dry-run", action="store_true", help="print the most the run can spend, spend nothing")
+    _add_lifecycle_flags(p, "continue under changed recipe values, e.g. stop.rounds=6; repeatable")
+
+
+def _add_lifecycle_flags(p: argparse.ArgumentParser, set_help: str) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides", help=set_help)
+    p.add_argument("--dry-run", action="store_true", help="print the most it can spend, spend nothing")
     p.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
 
 

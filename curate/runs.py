@@ -22,7 +22,7 @@ import yaml
 from curate.errors import ConfigError
 from curate.journal import FILE as JOURNAL_FILE
 
-__all__ = ["CONFIG", "JOURNAL", "Built", "RunFolder", "RunOutcome", "execute", "export_run", "labelled_rows", "resume_run",
+__all__ = ["CONFIG", "JOURNAL", "Built", "RunFolder", "RunOutcome", "curve_table", "execute", "export_run", "labelled_rows", "resume_run",
            "start_run"]
 
 logger = logging.getLogger(__name__)
@@ -249,6 +249,16 @@ def export_run(run_dir: str | Path, out: str | Path | None = None) -> tuple[Any,
     if built.export is None:
         raise ConfigError(f"The {chosen.name} paradigm has no export.")
     return chosen, built.export(None if out is None else Path(out))
+
+
+def curve_table(curve: list[dict], metric: str = "metric") -> str:
+    """The learning curve as a table: round, labels owned, money spent, the metric."""
+    width = max(len(metric), 7)
+    lines = [f"{'round':>5} {'labels':>6} {'spent':>10} {metric:>{width}}"]
+    for c in curve:
+        value = "" if c["metric"] is None else f"{c['metric']:.4f}"
+        lines.append(f"{c['round']:>5} {c['labels']:>6} {c['spent']:>10.4f} {value:>{width}}")
+    return "\n".join(lines)
 
 
 def labelled_rows(run_dir: str | Path, pool) -> list[dict]:

@@ -17,8 +17,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from curate.config import (
     AnnotatorConfig,
     LearnerConfig,
@@ -262,15 +260,10 @@ def expand_grid(config: BenchConfig) -> list[Cell]:
 def load_bench_config(path: str | Path, overrides: list[str] | None = None) -> BenchConfig:
     """A benchmark recipe (YAML), then ``a.b=value`` overrides; relative file paths in ``datasets``
     are resolved against the recipe's folder."""
+    from curate.config import read_recipe
+
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"Benchmark recipe '{path}' does not exist. The shipped ones are recipes/bench-*.yaml.")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a benchmark recipe is a mapping (grid:, datasets:, ...). Got {type(data).__name__}.")
+    data = read_recipe(path, " The shipped benchmark recipes are recipes/bench-*.yaml.")
     config = from_dict(BenchConfig, apply_overrides(data, overrides or []))
     for ds in config.datasets.values():
         for pc in (ds.pool, ds.test):

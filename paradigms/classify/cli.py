@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from curate.runs import curve_table
+
 __all__ = ["add_demo", "report"]
 
 
@@ -9,10 +11,7 @@ def report(outcome) -> None:
     result = outcome.result
     print(f"Stopped: {result.stop_reason}")
     print(f"Ledger: {result.ledger.describe()}")
-    print(f"{'round':>5} {'labels':>6} {'spent':>10} {'metric':>7}")
-    for c in result.curve:
-        metric = "" if c["metric"] is None else f"{c['metric']:.4f}"
-        print(f"{c['round']:>5} {c['labels']:>6} {c['spent']:>10.4f} {metric:>7}")
+    print(curve_table(result.curve))
     summary = outcome.summary.get("generation")
     if summary:
         print(summary)

@@ -133,10 +133,9 @@ def report(outcome) -> None:
     result = outcome.result
     print(f"Stopped: {result.stop_reason}")
     print(f"Ledger: {result.ledger.describe()}")
-    print(f"{'round':>5} {'labels':>6} {'spent':>10} {'accuracy':>8}")
-    for c in result.curve:
-        metric = "" if c["metric"] is None else f"{c['metric']:.4f}"
-        print(f"{c['round']:>5} {c['labels']:>6} {c['spent']:>10.4f} {metric:>8}")
+    from curate.runs import curve_table
+
+    print(curve_table(result.curve, "accuracy"))
     print(f"Preference data: {outcome.summary['export']}")
     print(f"Run folder: {outcome.folder}")
     if result.waiting:
