@@ -40,5 +40,7 @@ step $C sft curate sample:instructions --budget 20 --score ifd --min-distance 0.
 step $C distill run recipes/distill-gsm8k.yaml --dry-run
 step $C distill run recipes/distill-gsm8k.yaml --out /tmp/distill --set stop.rounds=2 --set eval.accuracy_size=5
 step $C distill run recipes/distill-gsm8k.yaml --out /tmp/distill --set stop.rounds=3 --no-eval
-step $C bench recipes/bench-classification.yaml --out /tmp/bench-cls-smoke --threads 1 --limit 2 --no-speed --set "grid.dataset=[sst2]"
+# The full grid takes 17+ minutes and its small-text peers need the bench extra (pip install 'curate[bench]',
+# which the README names): a smoke of two curate cells through the same command.
+step $C bench recipes/bench-classification.yaml --out /tmp/bench-cls-smoke --threads 1 --limit 2 --no-speed --set "grid.dataset=[sst2]" --set "grid.strategy=[random,margin]" --set "grid.seed=[0]"
 step $C bench report /tmp/bench-cls-smoke
