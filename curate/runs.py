@@ -93,12 +93,9 @@ class RunFolder:
                 raise ConfigError(f"{self.path} is not a run folder (no {CONFIG}). Start one with `curate run RECIPE` "
                                   "(or `curate <paradigm> run RECIPE`).")
             path = self.path / legacy
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err}); the run's recipe cannot be read.") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: a run's config is a mapping of keys to values.")
+        from curate.config import read_recipe
+
+        data = read_recipe(path)
         return data.get("paradigm") or (_LEGACY_CONFIGS[legacy] if legacy else None), data
 
     def start(self, config, paradigm: str, *, on_existing: str = "refuse") -> bool:
