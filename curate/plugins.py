@@ -117,8 +117,7 @@ def installed() -> dict[str, Paradigm]:
             plugin = plugin() if callable(plugin) and not isinstance(plugin, Paradigm) else plugin
             if not isinstance(plugin, Paradigm):
                 raise ConfigError(f"entry point {point.name} ({point.value}) of group {GROUP} is not a curate Paradigm.")
-            for spec in plugin.strategies:
-                REGISTRY.add(spec)
+            REGISTRY.add_all(plugin.strategies)
             found[plugin.name] = plugin
         _LOADED = found
     return _LOADED

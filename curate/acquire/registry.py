@@ -92,6 +92,12 @@ class StrategyRegistry:
                               "choose another name (one name, one meaning).")
         self._specs[spec.name] = spec
 
+    def add_all(self, specs) -> None:
+        """Add a paradigm's specs; adding the same owner's specs again changes nothing, so a
+        paradigm may call this before building (the plugin loader does too)."""
+        for spec in specs:
+            self.add(spec)
+
     def __contains__(self, name: object) -> bool:
         return name in self._specs
 

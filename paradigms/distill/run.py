@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from curate.build import available_for, ledger_from, loop_from, stopping_from, strategy_from, teacher_from
+from curate.build import (
+    available_for,
+    index_for,
+    ledger_from,
+    loop_from,
+    stopping_from,
+    strategy_from,
+    teacher_from,
+)
 from curate.config import LMConfig
 from curate.errors import ConfigError
 from curate.runs import Built, RunFolder
@@ -77,8 +85,7 @@ SPECS = _specs()
 def _strategy(config: DistillConfig, name: str, learner, teacher, run_dir: Path, index, embedder):
     from curate.acquire.registry import REGISTRY, StrategyContext
 
-    for spec in SPECS:  # as the plugin does when loaded; adding twice changes nothing
-        REGISTRY.add(spec)
+    REGISTRY.add_all(SPECS)  # as the plugin loader does; adding them again changes nothing
     a, t = config.acquire, config.teacher
     resolved = ALIASES.get(name, name)
     params: dict[str, Any] = {}
@@ -129,10 +136,7 @@ def build_distill(config: DistillConfig, run_dir: str | Path, *, evaluate: bool 
 
         embedder = load_embedder(config.embedder)
         if any("kcenter" in n for n in names):
-            from curate.index import EmbeddingIndex
-
-            index = EmbeddingIndex.from_vectors(embedder.encode(list(pool.column("prompt"))), pool.ids,
-                                                model=embedder.name)
+            index = index_for(list(pool.column("prompt")), embedder, pool.ids)
     strategy = _strategy(config, a.strategy, learner, probe_teacher, run_dir, index, embedder)
     init = _strategy(config, a.init, learner, probe_teacher, run_dir, index, embedder)
     probe = getattr(strategy, "scorer", None)

@@ -143,8 +143,7 @@ def plan_annotation(config: AnnotateConfig, *, backend=None, builder=None) -> An
     """The strategies and round sizes for ``config``, from the one registry."""
     from curate.acquire import REGISTRY, StrategyContext, make_strategy
 
-    for spec in SPECS:  # as the plugin does when loaded; adding twice changes nothing
-        REGISTRY.add(spec)
+    REGISTRY.add_all(SPECS)  # as the plugin loader does; adding them again changes nothing
     budget, rounds = config.budget, config.rounds
     if config.strategy == "uncertainty":
         if backend is None or builder is None:

@@ -124,8 +124,7 @@ def make_preference_strategy(name: str, *, available=None, **params: Any):
     run cannot feed it."""
     from curate.acquire.registry import REGISTRY
 
-    for spec in SPECS:  # as the plugin does when loaded; adding twice changes nothing
-        REGISTRY.add(spec)
+    REGISTRY.add_all(SPECS)  # as the plugin loader does; adding them again changes nothing
     if name not in REGISTRY and name not in ALIASES:
         raise ConfigError(f"Unknown preference strategy '{name}'. Known: {', '.join(STRATEGIES)}."
                           f"{did_you_mean(name, STRATEGIES)}")
