@@ -86,7 +86,8 @@ def test_readers_split_dialogues_and_alpaca_preferences(tmp_path):
         f.write(json.dumps({"chosen": "\n\nHuman: q\n\nAssistant: good", "rejected": "\n\nHuman: q\n\nAssistant: bad"}) + "\n")
         f.write(json.dumps({"chosen": "\n\nHuman: x\n\nAssistant: a", "rejected": "\n\nHuman: y\n\nAssistant: b"}) + "\n")
     rows = read_hh_rlhf(hh)
-    assert len(rows) == 1 and rows[0]["prompt"] == "Human: q" and rows[0]["chosen"] == "good"
+    # The prompt keeps its turn markers: prompt + reply is the transcript, as TRL's trainers join them.
+    assert len(rows) == 1 and rows[0]["prompt"] == "\n\nHuman: q\n\nAssistant:" and rows[0]["chosen"] == " good"
     alpaca = tmp_path / "ann.json"
     alpaca.write_text(json.dumps([{"instruction": "i", "output_1": "one", "output_2": "two", "preference": p}
                                   for p in ("1", "2", "0", 1.5, 2.0)]))
@@ -378,9 +379,10 @@ def test_a_full_loop_round_with_dpo_steps_margins_and_export(tiny_lm_dir, tmp_pa
     data = preference_dataset(pool, labels, provenance=info, margins=margins)
     assert data.column_names[:3] == ["prompt", "chosen", "rejected"] and len(data) == 8
     row = data[0]
-    assert row["judge"] == "human" and row["confidence"] == 1.0 and row["round"] in (0, 1)
-    i = row["pair_id"]
-    assert row["margin"] == pytest.approx(margins[i] if labels[i] == "a" else -margins[i])
+    assert row["curate_judge"] == "human" and row["curate_confidence"] == 1.0 and row["curate_round"] in (0, 1)
+    i = row["curate_pair_id"]
+    assert row["curate_margin"] == pytest.approx(margins[i] if labels[i] == "a" else -margins[i])
+    assert "margin" not in data.column_names  # TRL's RewardTrainer would put it into its loss
 
     # A resumed run adopts the saved policy and trains nothing twice.
     loop, learner = make_loop()
@@ -479,7 +481,7 @@ def test_iterative_dpo_recipe_samples_judges_and_trains(tmp_path, monkeypatch, t
     assert result.stop_reason == "2 rounds done (max 2)" and worst > 0
     assert (tmp_path / "run" / "pairs.jsonl").exists() and (tmp_path / "run" / "policy" / "state.json").exists()
     rows = [json.loads(line) for line in path.read_text().splitlines()]
-    assert rows and all(r["judge"] == "llm" and 0.5 <= r["confidence"] <= 1 for r in rows)
+    assert rows and all(r["curate_judge"] == "llm" and 0.5 <= r["curate_confidence"] <= 1 for r in rows)
     assert result.ledger.spent > 0
 
 
@@ -499,7 +501,8 @@ def test_cli_run_resume_export_and_judge(tmp_path, monkeypatch, capsys, tiny_lm_
     text = capsys.readouterr().out
     assert "Stopped: 3 rounds done" in text and "at most 9.0000 USD" in text
     exported = [json.loads(line) for line in (out / "preferences.jsonl").read_text().splitlines()]
-    assert len(exported) == 18 and {"prompt", "chosen", "rejected", "judge", "confidence", "round", "margin"} <= set(exported[0])
+    assert len(exported) == 18 and {"prompt", "chosen", "rejected", "curate_judge", "curate_confidence", "curate_round",
+                                    "curate_margin"} <= set(exported[0])
     assert (out / "curve.csv").exists() and "paradigm: prefs" in (out / "config.yaml").read_text()
     assert main(["prefs", "resume", str(out)]) == 0
     assert "Stopped: 3 rounds done" in capsys.readouterr().out

@@ -4,7 +4,7 @@
     curate prefs select PAIRS --strategy S --budget K --out picks.jsonl [--policy P --reference R]
     curate prefs run RECIPE [--out DIR] [--set key=value] [--dry-run]   # the core's run command
     curate resume DIR
-    curate prefs export DIR [--out FILE]                             # the core's export command
+    curate prefs export DIR [--out FILE] [--format preference|kto]   # paired (DPO, reward) or unpaired (KTO)
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 __all__ = ["add_actions", "report"]
 
 _FORMATS = ["jsonl", "json", "csv", "tsv", "parquet", "hh_rlhf", "alpaca_eval"]
+_EXPORT_FORMATS = ["preference", "kto"]
 
 
 def _pairs_args(p: argparse.ArgumentParser) -> None:
@@ -26,7 +27,8 @@ def _pairs_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_actions(sub) -> dict[str, Any]:
-    """``curate prefs judge | select`` (``run``, ``resume`` and ``export`` come from the core)."""
+    """``curate prefs judge | select``, and ``--format`` for the core's ``export`` (``run`` and
+    ``resume`` come from the core as they are)."""
     judge = sub.add_parser("judge", help="label pairs with the LLM judge (both orders, position bias cancelled)")
     _pairs_args(judge)
     judge.add_argument("--out", required=True, help="output .jsonl: label, confidence, both orders' log-odds")
@@ -51,8 +53,46 @@ def add_actions(sub) -> dict[str, Any]:
     select.add_argument("--device", default="cpu")
     select.add_argument("--embedder", default=None)
 
+    # The core made the ``export`` parser (run folder, --out); the unpaired form is this paradigm's own.
+    export = sub.choices["export"]
+    export.add_argument("--format", default="preference", choices=_EXPORT_FORMATS, dest="export_format",
+                        help="preference: prompt/chosen/rejected (DPOTrainer, RewardTrainer); kto: "
+                             "prompt/completion/label, one row per response (KTOTrainer). Default: preference")
+    return {"judge": _judge, "select": _select, "export": _export}
 
-    return {"judge": _judge, "select": _select}
+
+def _export(args) -> int:
+    """The core's export, then (``--format kto``) the same pairs unpaired into ``--out`` or, by
+    default, ``<export>.kto.jsonl`` beside the run's preference file."""
+    import json
+    from pathlib import Path
+
+    from curate.export import save_dataset
+    from curate.runs import export_run
+
+    if args.export_format == "preference":
+        paradigm, path = export_run(args.run_dir, args.out)
+    else:
+        from .export import kto_dataset
+
+        paradigm, written = export_run(args.run_dir, None)
+        out = Path(args.out) if args.out else written.with_name(f"{written.stem}.kto.jsonl")
+        path = save_dataset(kto_dataset(_read_saved(written)), out)
+    print(json.dumps({"paradigm": paradigm.name, "format": args.export_format, "exported": str(path)}))
+    return 0
+
+
+def _read_saved(path):
+    """Rows of a dataset that :func:`curate.export.save_dataset` wrote (JSONL, Parquet or a folder)."""
+    import json
+
+    import datasets
+
+    if path.suffix == ".jsonl":  # split on "\n" only: other Unicode line breaks are valid inside JSON strings
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+    if path.suffix == ".parquet":
+        return datasets.Dataset.from_parquet(str(path)).to_list()
+    return datasets.load_from_disk(str(path)).to_list()
 
 
 def _judge(args) -> int:

@@ -2,7 +2,9 @@
 ``prompt``/``chosen``/``rejected`` (and ``tie``) that :func:`pairs_from_preferences` turns into pairs.
 
 * HH-RLHF (Anthropic): gzip JSONL of ``{"chosen": dialogue, "rejected": dialogue}``; the last
-  assistant turn is the response and the conversation before it the prompt. Human labels.
+  assistant reply is the response and everything before it, up to and including its
+  ``"\\n\\nAssistant:"`` marker, the prompt, byte for byte: ``prompt + chosen`` is the original
+  transcript (TRL's own HH split), so a model trained on it sees every turn boundary. Human labels.
 * AlpacaEval annotations: a JSON list with ``instruction``, ``output_1``, ``output_2`` and
   ``preference`` ("1" or 1: output_1 wins, "2": output_2 wins, "0" or 1.5: a draw). GPT-4 labels.
 """
@@ -16,16 +18,33 @@ from typing import Any
 
 from curate.errors import DataError
 
-from .pairs import split_dialogue
-
 __all__ = ["FORMATS", "load_pair_pool", "read_alpaca_eval", "read_hh_rlhf", "read_preferences"]
 
 FORMATS = ("jsonl", "hh_rlhf", "alpaca_eval")
 
+_HH_TURN = "\n\nAssistant:"
+
+
+def _split_last_reply(text: str) -> tuple[str, str]:
+    """(the transcript up to and including its last ``"\\n\\nAssistant:"``, the reply after it), unstripped.
+
+    :func:`~curate.paradigms.preference.pairs.split_dialogue` strips both parts, which drops the
+    marker and the newlines before it: a prompt cut that way, concatenated with its reply as
+    DPOTrainer does, ran the last human turn into the reply with no turn boundary.
+    """
+    cut = text.rfind(_HH_TURN)
+    if cut < 0:
+        raise DataError(f"no {_HH_TURN!r} turn in the transcript {text[:80]!r}...; cannot split off the reply.")
+    end = cut + len(_HH_TURN)
+    return text[:end], text[end:]
+
 
 def read_hh_rlhf(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of an HH-RLHF file (``.jsonl.gz`` or ``.jsonl``). Pairs whose two dialogues do not share
-    the conversation before the last reply (5 of 2,312 in harmless-base test) are left out."""
+    """Rows of an HH-RLHF file (``.jsonl.gz`` or ``.jsonl``), split as TRL splits them: ``prompt``
+    ends with the last ``"\\n\\nAssistant:"`` and ``prompt + chosen`` (and ``prompt + rejected``) is
+    the original transcript exactly; the replies keep their leading space. Pairs whose two dialogues
+    do not share the conversation before the last reply (5 of 2,312 in harmless-base test) or have
+    an empty reply (4 more) are left out."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     rows, skipped = [], 0
@@ -35,14 +54,15 @@ def read_hh_rlhf(path: str | Path) -> list[dict[str, Any]]:
                 continue
             try:
                 record = json.loads(line)
-                prompt_c, chosen = split_dialogue(record["chosen"])
-                prompt_r, rejected = split_dialogue(record["rejected"])
+                prompt_c, chosen = _split_last_reply(record["chosen"])
+                prompt_r, rejected = _split_last_reply(record["rejected"])
             except (json.JSONDecodeError, KeyError, TypeError) as err:
                 raise DataError(f"{path}:{lineno}: not an HH-RLHF row ({type(err).__name__}: {err}).") from None
             except DataError:
                 skipped += 1
                 continue
-            if prompt_c != prompt_r or not chosen or not rejected or chosen == rejected:
+            empty = not chosen.strip() or not rejected.strip()
+            if prompt_c != prompt_r or empty or chosen.strip() == rejected.strip():
                 skipped += 1
                 continue
             rows.append({"prompt": prompt_c, "chosen": chosen, "rejected": rejected, "tie": False, "source_line": lineno})
