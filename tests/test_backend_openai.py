@@ -26,6 +26,11 @@ from curate.errors import BackendError, ConfigError
 GENERATED = "<gen>"  # what the fake emits when it is made to generate during scoring
 
 
+def prompts_of(body: dict) -> list[str]:
+    """A request's prompts: the backend sends one prompt as a plain string, several as a list."""
+    return body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+
+
 def fake_tokens(text: str) -> list[str]:
     return re.findall(r"\s*\S+|\s+", text)
 
@@ -69,21 +74,21 @@ class FakeOpenAI:
         if body["max_tokens"] == 0 and self.reject_zero_max_tokens:
             return 400, {}, {"error": {"message": "max_tokens must be at least 1, got 0."}}
         choices = []
-        for i, text in enumerate(body["prompt"]):
+        for i, text in enumerate(prompts_of(body)):
             tokens = fake_tokens(text) + [GENERATED] * body["max_tokens"]
             offsets = np.cumsum([0] + [len(t) for t in tokens[:-1]]).tolist()
             values = [None] + [-float(len(t)) for t in tokens[1:]]
             logprobs = {"tokens": tokens, "token_logprobs": values, "text_offset": offsets}
             choices.append({"index": i, "text": text, "logprobs": logprobs, "finish_reason": "length"})
         usage = {
-            "prompt_tokens": sum(len(fake_tokens(t)) for t in body["prompt"]),
-            "completion_tokens": body["max_tokens"] * len(body["prompt"]),
+            "prompt_tokens": sum(len(fake_tokens(t)) for t in prompts_of(body)),
+            "completion_tokens": body["max_tokens"] * len(prompts_of(body)),
         }
         return 200, {}, {"choices": self._order(choices), "usage": usage}
 
     def _generate(self, body: dict) -> dict:
         n, choices = body["n"], []
-        for i in range(len(body["prompt"])):
+        for i in range(len(prompts_of(body))):
             for j in range(n):
                 tokens = [f" p{i}", f"s{j}"]
                 choices.append(
@@ -94,10 +99,16 @@ class FakeOpenAI:
                         "finish_reason": "length" if body["max_tokens"] <= 2 else "stop",
                     }
                 )
-        usage = {"prompt_tokens": 3 * len(body["prompt"]), "completion_tokens": 2 * len(choices)}
+        usage = {"prompt_tokens": 3 * len(prompts_of(body)), "completion_tokens": 2 * len(choices)}
         return {"choices": self._order(choices), "usage": usage}
 
     def _chat(self, body: dict) -> dict:
+        if body.get("top_logprobs"):  # option scoring: one answer token with its alternatives
+            top = [{"token": t, "logprob": v} for t, v in (("yes", -0.5), ("no", -1.5), ("maybe", -3.0))]
+            top = top[: body["top_logprobs"]]
+            choice = {"index": 0, "message": {"role": "assistant", "content": top[0]["token"]},
+                      "logprobs": {"content": [{**top[0], "top_logprobs": top}]}, "finish_reason": "length"}
+            return {"choices": [choice], "usage": {"prompt_tokens": 7, "completion_tokens": 1}}
         choices = [
             {
                 "index": j,
@@ -181,7 +192,8 @@ def test_prompts_are_batched_and_results_keep_their_order():
     prompts = ["A", "B", "C", "D", "E"]
     completions = [" x" * (k + 1) for k in range(5)]
     runs = backend.completion_logprobs(prompts, completions)
-    assert [len(fake_body["prompt"]) for _, _, fake_body in fake.requests] == [2, 2, 1]
+    assert [len(prompts_of(fake_body)) for _, _, fake_body in fake.requests] == [2, 2, 1]
+    assert fake.requests[2][2]["prompt"] == "E x x x x x"  # one prompt goes as a string
     assert [len(r.tokens) for r in runs] == [1, 2, 3, 4, 5]
     payload = fake.requests[0][2]
     assert payload["prompt"] == ["A x", "B x x"]
@@ -268,15 +280,113 @@ def test_chat_parses_message_and_content_logprobs():
     assert backend.usage.by_kind == {"chat": 1} and backend.usage.input_tokens == 11
 
 
-def test_chat_prompt_renders_chatml():
-    backend = OpenAICompatibleBackend("m")
+class TemplateTokenizer:
+    """The two methods of a tokenizer that chat prompts and option tokens use; one token per word."""
+
+    chat_template = "<turns>"
+
+    def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+        assert tokenize is False
+        return "".join(f"[{m['role']}] {m['content']}\n" for m in messages) + ("[assistant]" if add_generation_prompt else "")
+
+    def __init__(self) -> None:
+        self.vocab: dict[str, int] = {}
+
+    def encode(self, text, add_special_tokens=True):
+        return [self.vocab.setdefault(t, len(self.vocab)) for t in fake_tokens(text)]
+
+    def decode(self, ids):
+        return "".join({i: t for t, i in self.vocab.items()}[i] for i in ids)
+
+    def convert_ids_to_tokens(self, ids):
+        return [str(i) for i in ids]
+
+
+def test_chat_prompt_uses_the_tokenizers_template_and_sends_the_messages():
+    fake = FakeOpenAI()
+    backend, _ = mock_backend(fake, tokenizer=TemplateTokenizer())
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
-    assert backend.chat_prompt(messages) == (
-        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
-    )
-    assert backend.chat_prompt(messages, add_generation_prompt=False).endswith("Hi<|im_end|>\n")
+    prompt = backend.chat_prompt(messages)
+    assert prompt == "[system] Be brief.\n[user] Hi\n[assistant]"
+    assert backend.chat_prompt(messages, add_generation_prompt=False) == "[system] Be brief.\n[user] Hi\n"
+    [[reply]] = backend.generate([prompt], max_new_tokens=4)
+    assert reply.text == "Hi 0"
+    path, _, payload = fake.requests[-1]
+    assert path == "/v1/chat/completions" and payload["messages"] == messages and payload["max_tokens"] == 4
     with pytest.raises(ConfigError, match="'role' and 'content'"):
         backend.chat_prompt([{"role": "user"}])
+
+
+def test_chat_prompt_without_a_tokenizer_stands_for_the_messages():
+    fake = FakeOpenAI()
+    backend, _ = mock_backend(fake)
+    assert backend.tokenizer is None  # a served name, not a local folder
+    prompt = backend.chat_prompt([{"role": "user", "content": "Hi"}])
+    assert "<|im_start|>" not in prompt  # no hand-written ChatML
+    backend.generate([prompt])
+    assert fake.requests[-1][2]["messages"] == [{"role": "user", "content": "Hi"}]
+    legacy, _ = mock_backend(FakeOpenAI(), api="completions")
+    with pytest.raises(ConfigError, match="chat_prompt needs the model's chat template.*'tokenizer'"):
+        legacy.chat_prompt([{"role": "user", "content": "Hi"}])
+
+
+def test_options_of_a_conversation_are_read_from_the_first_answer_tokens_top_logprobs():
+    fake = FakeOpenAI()
+    backend, _ = mock_backend(fake, tokenizer=TemplateTokenizer(), top_logprobs=3)
+    prompt = backend.chat_prompt([{"role": "user", "content": "Well?"}])
+    scores = backend.option_logprobs([prompt], ["yes", "no"], normalize=False)
+    np.testing.assert_allclose(scores, [[-0.5, -1.5]])
+    normalized = backend.option_logprobs([prompt], ["no", "yes sir"])  # "yes sir": by its first token
+    np.testing.assert_allclose(normalized, [[-1.5, -0.5] - np.logaddexp(-1.5, -0.5)])
+    assert {path for path, _, _ in fake.requests} == {"/v1/chat/completions"}
+    payload = fake.requests[0][2]
+    assert (payload["max_tokens"], payload["logprobs"], payload["top_logprobs"]) == (1, True, 3)
+    assert backend.usage.by_kind == {"options": 2}
+
+
+def test_an_option_outside_the_listed_tokens_gets_an_upper_bound():
+    backend, _ = mock_backend(FakeOpenAI(), top_logprobs=1)  # only "yes" (-0.5) comes back
+    prompt = backend.chat_prompt([{"role": "user", "content": "Well?"}])
+    [[yes, no]] = backend.option_logprobs([prompt], ["yes", "no"], normalize=False)
+    assert yes == -0.5 and no == pytest.approx(min(-0.5, np.log(1 - np.exp(-0.5))))
+
+
+def test_api_chat_never_calls_completions():
+    fake = FakeOpenAI()
+    backend, _ = mock_backend(fake, api="chat")
+    [[reply]] = backend.generate(["a raw prompt"])
+    assert fake.requests[-1][2]["messages"] == [{"role": "user", "content": "a raw prompt"}]
+    assert reply.text == "Hi 0"
+    with pytest.raises(ConfigError, match="api='chat' never calls"):
+        backend.perplexity(["some text"])
+    assert [path for path, _, _ in fake.requests] == ["/v1/chat/completions"]
+    with pytest.raises(ConfigError, match="'api' parameter.*auto, chat, completions.*'chats'"):
+        mock_backend(FakeOpenAI(), api="chats")[0].generate(["a"])
+
+
+def test_a_404_on_completions_sends_raw_prompts_to_chat_from_then_on():
+    fake = FakeOpenAI()
+    fake.script.append(Step(404, {"error": {"message": "This is a chat model."}}))
+    backend, sleep = mock_backend(fake)
+    backend.generate(["a"])
+    backend.generate(["b"])
+    assert [path for path, _, _ in fake.requests] == ["/v1/completions"] + ["/v1/chat/completions"] * 2
+    with pytest.raises(BackendError, match="does not serve.*This is a chat model"):
+        backend.completion_logprobs(["a"], [" b"])
+    assert len(fake.requests) == 3 and sleep.delays == []
+
+
+def test_a_server_that_ignores_echo_is_found_out_once():
+    fake = FakeOpenAI()
+    ignored = {"choices": [{"index": 0, "text": "x", "logprobs": {"tokens": ["x"], "token_logprobs": [-1.0],
+                                                                  "text_offset": [3]}}]}
+    fake.script.append(Step(200, ignored))
+    backend, _ = mock_backend(fake)
+    with pytest.raises(BackendError, match="ignores 'echo'"):
+        backend.completion_logprobs(["a"], [" b"])
+    with pytest.raises(BackendError, match="does not serve"):
+        backend.completion_logprobs(["a"], [" b"])
+    assert len(fake.requests) == 1
 
 
 # ------------------------------------------------------------------------------------------- retries
@@ -321,7 +431,7 @@ def test_429_honours_a_numeric_retry_after():
 def test_400_is_not_retried_and_says_what_the_server_said():
     fake = FakeOpenAI()
     fake.script.append(Step(404, {"error": {"message": "The model 'fake-model' does not exist."}}))
-    backend, sleep = mock_backend(fake)
+    backend, sleep = mock_backend(fake, api="completions")  # "auto" would take the 404 for a chat-only server
     with pytest.raises(BackendError) as info:
         backend.generate(["a"])
     message = str(info.value)
@@ -385,12 +495,22 @@ def test_malformed_scoring_responses_raise_a_clear_error(payload, match):
         backend.completion_logprobs(["a"], [" b"])
 
 
-def test_chat_without_logprobs_raises_a_clear_error():
+def test_chat_without_logprobs_gives_an_empty_run():
     fake = FakeOpenAI()
     fake.script.append(Step(200, {"choices": [{"index": 0, "message": {"content": "hi"}, "logprobs": None}]}))
     backend, _ = mock_backend(fake)
-    with pytest.raises(BackendError, match="logprobs.content.*echo/logprobs"):
-        backend.chat([[{"role": "user", "content": "hey"}]])
+    [[reply]] = backend.chat([[{"role": "user", "content": "hey"}]])
+    assert reply.text == "hi" and reply.logprobs.tokens == ()
+
+
+def test_chat_logprobs_refused_are_not_asked_for_again():
+    fake = FakeOpenAI()
+    fake.script.append(Step(400, {"error": {"message": "logprobs are not supported with this model"}}))
+    backend, sleep = mock_backend(fake)
+    backend.chat([[{"role": "user", "content": "hey"}]])
+    backend.chat([[{"role": "user", "content": "hey"}]])
+    assert ["logprobs" in body for _, _, body in fake.requests] == [True, False, False]
+    assert sleep.delays == []
 
 
 # ------------------------------------------------------------------------------------ configuration
