@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from curate.errors import ConfigError
+from curate.errors import ConfigError, CurateError
 
-__all__ = ["BatchFit", "Charge", "CostEstimate", "Ledger", "Prices", "Purse", "to_micros", "worst_case"]
+__all__ = ["BatchFit", "Charge", "CostEstimate", "Ledger", "Prices", "Purse", "SelectionBudgetReached", "to_micros", "worst_case"]
 
 MICROS = 1_000_000
 
@@ -193,12 +193,17 @@ class Purse:
     (None: no money budget). Each charge goes to the ledger and, through ``record``, to the run's
     journal as it is made, so a run killed mid-selection still knows what it spent."""
 
-    def __init__(self, ledger: Ledger, record, round: int, limit_micros: int | None) -> None:
+    def __init__(self, ledger: Ledger, record, round: int, limit_micros: int | None, recall=None) -> None:
         self.ledger = ledger
-        self.record = record  # charge -> None: the journal's record_charge
+        self.record = record  # (charge, scores=None) -> None: the journal's record_charge
         self.round = round
         self.limit_micros = limit_micros
+        self.recall = recall  # scorer -> {item id: score} bought before (the journal's scores), or None
         self.spent_micros = 0
+
+    def bought(self, scorer: str) -> dict[int, float]:
+        """Scores ``scorer`` bought in this run before (kept in the journal): never paid for again."""
+        return {} if self.recall is None else dict(self.recall(scorer))
 
     @property
     def left_micros(self) -> int | None:
@@ -210,16 +215,26 @@ class Purse:
     def can_afford(self, micros: int) -> bool:
         return self.limit_micros is None or micros <= self.left_micros
 
-    def charge(self, source: str, *, input_tokens: int = 0, output_tokens: int = 0) -> Charge:
-        """Bill tokens (not a label: the charge names no item); refuse one over the purse."""
+    def charge(self, source: str, *, input_tokens: int = 0, output_tokens: int = 0,
+               scores: tuple[str, dict[int, float]] | None = None) -> Charge:
+        """Bill tokens (not a label: the charge names no item), journalled with the ``scores`` they
+        bought (``(scorer, {item id: score})``); refuse one over the purse."""
         micros = self.price(input_tokens=input_tokens, output_tokens=output_tokens)
         if not self.can_afford(micros):
             raise ConfigError(f"A {source} charge of {micros / MICROS:.6f} is over what selection may spend "
                               f"({self.left_micros / MICROS:.6f} left).")
         charge = self.ledger.charge(source, input_tokens=input_tokens, output_tokens=output_tokens, round=self.round)
-        self.record(charge)
+        if scores is None:
+            self.record(charge)
+        else:
+            self.record(charge, scores=scores)
         self.spent_micros += charge.micros
         return charge
+
+
+class SelectionBudgetReached(CurateError):
+    """A strategy that pays while it selects (an LLM scoring items) cannot afford its next call
+    within the round's purse: the run stops at the money budget, with what it bought journalled."""
 
 
 @dataclass(frozen=True)
@@ -258,10 +273,26 @@ def worst_case(loop, rounds: int | None) -> CostEstimate:
     labels = min(loop.init_size + max(0, rounds - 1) * loop.batch_size, n)
     if loop.label_budget is not None:
         labels = min(labels, loop.label_budget)
-    selection = sum(int(p.worst_case_micros(prices)) for p in loop.probes) * max(0, rounds - 1)
+    first, later = loop.spenders
+    selection = sum(selection_bound(p, prices, loop.pool, loop.init_size) for p in first) if rounds else 0
+    selection += sum(selection_bound(p, prices, loop.pool, loop.batch_size) for p in later) * max(0, rounds - 1)
     generation = sum(int(g.worst_case_micros(prices)) for g in loop.generators for r in range(rounds) if g.due(r))
     total = labels * per_item + selection + generation
     if loop.ledger.budget_micros is not None:
         total = min(total, loop.ledger.budget_micros)
     return CostEstimate(labels, per_item / MICROS, total / MICROS, prices.currency, loop.ledger.budget,
                         generation / MICROS, selection / MICROS)
+
+
+def selection_bound(part, prices: Prices, pool, batch: int) -> int:
+    """The most one selection by ``part`` (a probe, an LLM-selection strategy) spends:
+    ``part.worst_case_micros(prices, pool=, batch=)``, or ``(prices)`` for parts written before
+    the pool and batch were passed."""
+    import inspect
+
+    try:
+        params = inspect.signature(part.worst_case_micros).parameters
+    except (TypeError, ValueError):
+        params = {}
+    takes = "pool" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    return int(part.worst_case_micros(prices, pool=pool, batch=batch) if takes else part.worst_case_micros(prices))

@@ -21,6 +21,7 @@ import yaml
 
 from curate.errors import ConfigError
 from curate.journal import FILE as JOURNAL_FILE
+from curate.lock import run_lock
 
 __all__ = ["CONFIG", "JOURNAL", "Built", "RunFolder", "RunOutcome", "curve_table", "execute", "export_run", "labelled_rows", "resume_run",
            "start_run"]
@@ -79,6 +80,42 @@ class RunFolder:
 
     def holds_run(self) -> bool:
         return self.journal.exists()
+
+    def check_consistent(self) -> None:
+        """Refuse a folder whose journal is missing, damaged, or holds less than its own ``curve.csv``
+        says was bought: continuing from it would buy those labels again."""
+        from curate.journal import Journal, JournalError
+
+        curve = self._last_curve_row()
+        if not self.holds_run():
+            if curve is not None:
+                raise JournalError(
+                    f"{self.journal} is missing, but {self.path / 'curve.csv'} records {curve[0]} labels bought "
+                    f"({curve[1]:.6f} spent). Nothing was bought now. Restore the journal from a backup to continue, "
+                    "or start a new run folder.")
+            return
+        journal = Journal.of(self.path)  # checks that the journal is whole
+        try:
+            labels, spent = len(journal.labels()), sum(c.micros for c in journal.charges()) / 1e6
+        finally:
+            journal.close()
+        if curve is not None and (labels < curve[0] or spent + 1e-6 < curve[1]):
+            raise JournalError(
+                f"{self.journal} holds {labels} labels and {spent:.6f} spent, but {self.path / 'curve.csv'} records "
+                f"{curve[0]} labels and {curve[1]:.6f} spent: the journal lost part of the run. Nothing was bought "
+                "now. Restore the journal from a backup to continue, or start a new run folder.")
+
+    def _last_curve_row(self) -> tuple[int, float] | None:
+        path = self.path / "curve.csv"
+        if not path.exists():
+            return None
+        try:
+            with open(path, newline="", encoding="utf-8") as handle:
+                rows = list(csv.DictReader(handle))
+            return (int(rows[-1]["labels"]), float(rows[-1]["spent"])) if rows else None
+        except (OSError, UnicodeDecodeError, KeyError, ValueError, TypeError, csv.Error):
+            raise ConfigError(f"{path} is not the curve curate wrote (unreadable, or its labels/spent columns "
+                              "are damaged); restore it or delete it to continue.") from None
 
     # ------------------------------------------------------------------ config
 
@@ -177,12 +214,22 @@ def execute(paradigm, config, folder: RunFolder, *, dry_run: bool = False, resum
             **options: Any) -> RunOutcome:
     """Build ``paradigm``'s run of ``config`` in ``folder``, price its worst case, and (unless
     ``dry_run``) write the config and run the loop: one lifecycle for every paradigm."""
+    if dry_run:
+        return _execute(paradigm, config, folder, dry_run=True, resume=resume, **options)
+    with run_lock(folder.path):  # a second process on this folder fails here, before anything is built
+        return _execute(paradigm, config, folder, dry_run=False, resume=resume, **options)
+
+
+def _execute(paradigm, config, folder: RunFolder, *, dry_run: bool, resume: bool, **options: Any) -> RunOutcome:
     if not dry_run and not resume and folder.holds_run() and paradigm.on_existing != "continue":
         folder.start(config, paradigm.name)  # refuses, before anything is built
+    if not dry_run:
+        folder.check_consistent()  # a damaged or emptied folder is refused before anything is built
     built = paradigm.build(config, folder, **options)
     estimate = built.loop.worst_case(built.rounds)
     if dry_run:
         return RunOutcome(folder, estimate)
+    built.loop.check_resumable()  # before the config is rewritten: a refused resume leaves the folder as it was
     if resume:
         folder.save_config(config, paradigm.name)
     else:
@@ -223,6 +270,7 @@ def resume_run(run_dir: str | Path, overrides: list[str] | None = None, *, dry_r
 
     folder = RunFolder(run_dir)
     name, data = folder.read_config()
+    folder.check_consistent()
     if not folder.holds_run():
         raise ConfigError(f"{folder} has a config but no journal: nothing was bought there yet. Start it with "
                           f"`curate run {folder / CONFIG} --out {folder}`.")

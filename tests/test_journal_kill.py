@@ -28,7 +28,7 @@ from curate.loop import ActiveLoop
 from curate.pool import load_pool
 from curate.stopping import MaxRounds
 
-TABLES = {"meta", "rounds", "labels", "charges", "generated"}
+TABLES = {"meta", "rounds", "labels", "charges", "generated", "scores", "tally"}
 
 # Opens a Journal and SIGKILLs itself as the statement numbered argv[2] (from 0) is about to run:
 # every instant between the file's creation and the schema's commit, one per statement.

@@ -88,7 +88,7 @@ class TeacherProbe:
         n = len(self.learner.pool)
         return n if self.sample is None else min(self.sample, n)
 
-    def worst_case_micros(self, prices: Prices) -> int:
+    def worst_case_micros(self, prices: Prices, *, pool=None, batch: int | None = None) -> int:
         """The most one selection spends: ``sample`` probes at the dearest probe's price."""
         return self._count() * self._dearest(prices)
 
