@@ -33,7 +33,7 @@ from curate.paradigms.icl.retrieve import DemonstrationRetriever
 from curate.paradigms.icl.scoring import ScoringStats, score_options
 
 from curate.backends.base import BaseBackend, TokenLogprobs
-from curate.errors import ConfigError
+from curate.errors import ConfigError, DataError
 from curate.index import EmbeddingIndex
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -116,8 +116,12 @@ def test_recipes_parse(name):
 
 
 def test_config_errors_say_what_is_wrong():
-    with pytest.raises(ConfigError, match="exactly the field"):
+    with pytest.raises(ConfigError, match="at least one field"):
         PromptConfig(input_template="Review:")
+    with pytest.raises(ConfigError, match="must not use {label}"):
+        PromptConfig(input_template="{text} ({label})")
+    with pytest.raises(ConfigError, match=r"plain column names .*\['row\.text'\]"):
+        PromptConfig(input_template="{row.text}")
     with pytest.raises(ConfigError, match="at its very end"):
         PromptConfig(answer_template="{label} is the answer")
     with pytest.raises(ConfigError, match="Did you mean 'knn'"):
@@ -174,6 +178,49 @@ def test_fit_drops_least_relevant_first_then_cuts_the_input():
         PromptBuilder(PromptConfig(**{**REVIEW.__dict__, "max_prompt_tokens": 1}), ["a", "b"]).fit("x y", [])
     short = PromptBuilder(PromptConfig(**{**REVIEW.__dict__, "max_demo_tokens": 2}), ["a", "b"])
     assert short.render("q", [Demo(0, "one two three", "a")]).startswith("Review: one two\nSentiment: a")
+
+
+RTE = PromptConfig(input_template="Premise: {premise}\nHypothesis: {hypothesis}", answer_template="Answer: {label}",
+                   verbalizers={"entailment": "yes", "not_entailment": "no"})
+
+
+def test_multi_field_templates_render_cut_and_fill_content_free_inputs():
+    builder = PromptBuilder(RTE, ["entailment", "not_entailment"])
+    demo = Demo(3, {"premise": "a cat sat on the mat", "hypothesis": "a cat sat"}, "entailment")
+    text = builder.render({"premise": "dogs bark", "hypothesis": "cats bark"}, [demo])
+    assert text == ("Premise: a cat sat on the mat\nHypothesis: a cat sat\nAnswer: yes\n\n"
+                    "Premise: dogs bark\nHypothesis: cats bark\nAnswer:")
+    assert builder.render("N/A", []) == "Premise: N/A\nHypothesis: N/A\nAnswer:"  # content-free: every field
+    short = PromptBuilder(PromptConfig(**{**RTE.__dict__, "max_demo_tokens": 2}), ["entailment", "not_entailment"])
+    assert short.demonstration(demo) == "Premise: a cat\nHypothesis: a cat\nAnswer: yes"
+    tiny = PromptBuilder(PromptConfig(**{**RTE.__dict__, "max_prompt_tokens": 6}), ["entailment", "not_entailment"])
+    cut = tiny.fit({"premise": "one two three four", "hypothesis": "five six seven"}, [demo])
+    assert cut.input_cut and cut.demos == () and cut.text == "Premise: one\nHypothesis: five\nAnswer:"
+    with pytest.raises(DataError, match="no field 'hypothesis'"):
+        builder.render({"premise": "x"}, [])
+
+
+def test_template_fields_are_checked_against_the_pool_columns():
+    from curate.paradigms.icl.prompts import check_input_fields, embedding_texts, template_inputs
+
+    from curate.pool import load_pool
+
+    pool = load_pool([{"premise": "p0", "hypothesis": "h0", "label": "entailment"},
+                      {"premise": "p1", "hypothesis": "h1", "label": "not_entailment"}])
+    inputs = template_inputs(RTE, pool)
+    assert inputs == [{"premise": "p0", "hypothesis": "h0"}, {"premise": "p1", "hypothesis": "h1"}]
+    years = PromptConfig(input_template="In {year}: {question}")
+    assert template_inputs(years, load_pool([{"question": "who won?", "year": 1999, "label": "x"}])) == [
+        {"year": "1999", "question": "who won?"}]
+    assert embedding_texts(RTE, inputs)[0] == "Premise: p0\nHypothesis: h0"
+    assert template_inputs(REVIEW, load_pool([{"text": "t"}])) == ["t"]
+    other = PromptConfig(input_template="Premise: {premise}\nHypothesis: {hypotesis}")
+    with pytest.raises(ConfigError, match=r"uses \{hypotesis\}, but the pool \(<list>\) has no column 'hypotesis'\. "
+                                          r"Columns: premise, hypothesis, label\..*Did you mean 'hypothesis'"):
+        check_input_fields(other, pool)
+    with pytest.raises(DataError, match=r"row 2: field 'premise' \(used by prompt.input_template\) is empty"):
+        template_inputs(RTE, load_pool([{"premise": "p", "hypothesis": "h", "label": "a"},
+                                        {"premise": " ", "hypothesis": "h", "label": "b"}]))
 
 
 def test_display_orders():
@@ -594,6 +641,89 @@ def test_cli_errors_and_register(cli_files, capsys):
         cli.run_eval(parse(cli.add_eval_arguments, ["--pool", str(pool), "--labels", "no,yes"]))
     assert main(["icl", "select", "--pool", str(pool), "--out", "/tmp/x.jsonl"]) == 2
     assert "No test inputs" in capsys.readouterr().err
+
+
+RTE_ROWS = [
+    ("a man is playing a guitar", "a man plays music", "entailment"),
+    ("the cat sleeps on the sofa", "the cat is running", "not_entailment"),
+    ("two kids eat apples", "children are eating", "entailment"),
+    ("the shop is closed today", "the shop is open", "not_entailment"),
+    ("a woman reads a book", "someone is reading", "entailment"),
+    ("it rains in the city", "the weather is dry", "not_entailment"),
+]
+
+
+@pytest.fixture
+def rte_files(tmp_path, tiny_lm_dir, monkeypatch):
+    import curate.embed
+
+    monkeypatch.setattr(curate.embed, "load_embedder", lambda *a, **k: HashEmbedder())
+    pool = tmp_path / "rte_train.jsonl"
+    pool.write_text("".join(json.dumps({"idx": i, "premise": p, "hypothesis": h, "label": y}) + "\n"
+                            for i, (p, h, y) in enumerate(RTE_ROWS)))
+    test = tmp_path / "rte_dev.jsonl"
+    test.write_text("".join(json.dumps({"premise": p, "hypothesis": h, "label": y}) + "\n" for p, h, y in [
+        ("a boy plays the piano", "a boy makes music", "entailment"),
+        ("the door is locked", "the door is open", "not_entailment"),
+        ("a dog runs in the park", "an animal is outside", "entailment")]))
+    recipe = tmp_path / "rte.yaml"
+    recipe.write_text(
+        f"pool: {{path: {pool}, id_column: idx}}\ninputs: {{path: {test}}}\nlabels: [entailment, not_entailment]\n"
+        f"lm: {{model: {tiny_lm_dir}, device: cpu}}\n"
+        "prompt:\n  input_template: \"Premise: {premise}\\nHypothesis: {hypothesis}\"\n"
+        "  answer_template: 'Answer: {label}'\n  verbalizers: {entailment: 'yes', not_entailment: 'no'}\n"
+        "retrieve: {k: 2, candidates: 4}\nannotate: {strategy: votek, budget: 4, params: {k: 2}}\n"
+        "annotator: {kind: gold}\nevaluate: {content_free: ['N/A']}\n")
+    return recipe, pool, test
+
+
+def test_cli_icl_eval_on_a_two_field_rte_pool(rte_files, tmp_path, capsys):
+    from curate.cli import main
+
+    recipe, pool, test = rte_files
+    out = tmp_path / "rte_eval.json"
+    assert main(["--quiet", "icl", "eval", str(recipe), "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["runs"][0]["n"] == 3 and 0 <= report["summary"]["accuracy_mean"] <= 1
+    assert report["config"]["prompt"]["input_template"] == "Premise: {premise}\nHypothesis: {hypothesis}"
+
+    prompts = tmp_path / "rte_prompts.jsonl"
+    assert main(["--quiet", "icl", "select", str(recipe), "--out", str(prompts)]) == 0
+    row = json.loads(prompts.read_text().splitlines()[1])
+    assert row["fields"] == {"premise": "the door is locked", "hypothesis": "the door is open"}
+    assert row["prompt"].endswith("Premise: the door is locked\nHypothesis: the door is open\nAnswer:")
+    assert row["options"] == [" yes", " no"] and len(row["demonstration_ids"]) == 2
+    demo = RTE_ROWS[row["demonstration_ids"][0]]
+    assert f"Premise: {demo[0]}\nHypothesis: {demo[1]}\nAnswer: {dict(entailment='yes', not_entailment='no')[demo[2]]}" \
+        in row["prompt"]
+
+
+def test_cli_icl_annotate_keeps_the_template_fields_for_eval(rte_files, tmp_path):
+    from curate.cli import main
+
+    recipe, _, _ = rte_files
+    run = tmp_path / "rte_run"
+    assert main(["--quiet", "icl", "annotate", str(recipe), "--out", str(run)]) == 0
+    demos = [json.loads(line) for line in (run / "demonstrations.jsonl").read_text().splitlines()]
+    assert len(demos) == 4 and {"premise", "hypothesis", "label", "idx"} <= set(demos[0])
+    assert demos[0]["text"] == f"Premise: {demos[0]['premise']}\nHypothesis: {demos[0]['hypothesis']}"
+    assert main(["--quiet", "icl", "eval", str(recipe), "--pool", str(run / "demonstrations.jsonl"),
+                 "--out", str(tmp_path / "e.json")]) == 0
+
+
+def test_cli_icl_missing_template_field_fails_before_the_model_loads(rte_files, monkeypatch, capsys):
+    import curate.build
+    from curate.cli import main
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the template was checked")
+
+    monkeypatch.setattr(curate.build, "backend_from", no_model)
+    recipe, _, _ = rte_files
+    code = main(["icl", "eval", str(recipe), "--set", "prompt.input_template=Premise: {premise} Question: {question}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "uses {question}, but the pool" in err and "Columns: idx, premise, hypothesis, label, key." in err
 
 
 def test_importing_the_paradigm_loads_no_torch():

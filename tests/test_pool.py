@@ -182,10 +182,161 @@ def test_json_object_with_one_list(tmp_path):
         load_pool(tmp_path / "bad.json")
 
 
-def test_missing_path_is_tried_as_hub_name_and_fails_clearly(monkeypatch):
+@pytest.fixture
+def no_hub(monkeypatch):
+    """datasets.load_dataset must not be called: fail loudly if it is."""
+    import datasets
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"load_dataset was called with {args} {kwargs}")
+
+    monkeypatch.setattr(datasets, "load_dataset", refuse)
+
+
+def test_a_missing_local_path_is_no_such_file_with_a_suggestion(tmp_path, no_hub):
+    write_jsonl(tmp_path / "pool.jsonl", ROWS)
+    with pytest.raises(DataError, match=r"pol\.jsonl: no such file\. Did you mean '.*pool\.jsonl'\?"):
+        load_pool(tmp_path / "pol.jsonl")
+    with pytest.raises(DataError, match=r"no such file \(the folder .*nowhere does not exist either\)"):
+        load_pool(tmp_path / "nowhere" / "p.jsonl")
+    with pytest.raises(DataError, match=r"no/such-dataset-here: no such file.*write 'hf:no/such-dataset-here'"):
+        load_pool("no/such-dataset-here")  # hub-like, but a hub dataset is used only when asked for
+    with pytest.raises(DataError, match=r"imdb: no such file\. For a hub dataset write 'hf:imdb'"):
+        load_pool("imdb")
+
+
+def test_hf_prefix_or_format_hub_asks_the_hub(monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake(name, split):
+        calls.append((name, split))
+        return datasets.Dataset.from_list([{"sentence": "from the hub", "label": 1}])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake)
+    pool = load_pool("hf:stanfordnlp/sst2", split="validation")
+    assert pool.texts() == ["from the hub"] and pool.source == "hf:stanfordnlp/sst2"
+    load_pool("imdb", format="hub")
+    assert calls == [("stanfordnlp/sst2", "validation"), ("imdb", "train")]
+
+
+def test_a_hub_failure_is_a_data_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(DataError, match="neither an existing file or folder nor a loadable hub dataset"):
-        load_pool("no/such-dataset-here")
+    with pytest.raises(DataError, match=r"hf:no/such-dataset-here: could not load the hub dataset"):
+        load_pool("hf:no/such-dataset-here")
+
+
+def test_shipped_samples_keep_working(no_hub):
+    assert len(load_pool("sample:reviews", id_column="id")) == 64
+    with pytest.raises(ConfigError, match="Unknown sample 'reviewz'"):
+        load_pool("sample:reviewz")
+
+
+def test_pipes_devices_and_plain_folders_are_clear_errors_not_hangs(tmp_path, no_hub):
+    import os
+
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)  # reading it would block until a writer comes
+    with pytest.raises(DataError, match=r"pipe\.jsonl: is a named pipe \(FIFO\), not a regular pool file"):
+        load_pool(fifo)
+    with pytest.raises(DataError, match=r"/dev/null: is a device"):
+        load_pool("/dev/null", format="jsonl")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(DataError, match=r"folder: is a folder, but not one written by Dataset\.save_to_disk"):
+        load_pool(tmp_path / "folder")
+    with pytest.raises(DataError, match=r"folder: is a folder; format='csv' reads a file"):
+        load_pool(tmp_path / "folder", format="csv")
+
+
+def test_in_memory_datasets_frames_and_dicts(no_hub):
+    import datasets
+    import pandas as pd
+
+    ds = datasets.Dataset.from_list(ROWS)
+    both = datasets.DatasetDict({"train": ds, "test": ds.select([2])})
+    assert load_pool(both).texts() == ["good film", "bad film", "fine film"]
+    assert load_pool(both, split="test").texts() == ["fine film"]
+    with pytest.raises(ConfigError, match=r"no split 'tset'\. Available splits: train, test\..*Did you mean 'test'"):
+        load_pool(both, split="tset")
+    assert load_pool(ds.to_iterable_dataset(), id_column="uid").column("key") == ["a", "b", "c"]
+    streamed = datasets.IterableDatasetDict({"train": ds.to_iterable_dataset()})
+    assert len(load_pool(streamed)) == 3
+    frame = pd.DataFrame(ROWS)
+    pool = load_pool(frame, id_column="uid")
+    assert pool.texts() == ["good film", "bad film", "fine film"] and pool.column("label") == [1, 0, 1]
+    with pytest.raises(DataError, match=r"<DataFrame>: row 2: field 'sentence' \(text\) must be a string, got None"):
+        load_pool(pd.DataFrame({"sentence": ["a", None]}))
+    assert load_pool({"text": ["x", "y"], "label": [0, 1]}).texts() == ["x", "y"]
+    with pytest.raises(DataError, match="all lists of one length"):
+        load_pool({"text": ["x", "y"], "label": [0]})
+    with pytest.raises(ConfigError, match="Cannot load a pool from a int"):
+        load_pool(42)
+    with pytest.raises(ConfigError, match="is for files"):
+        load_pool(ds, format="jsonl")
+
+
+def test_an_iterable_dataset_over_the_cap_is_refused(monkeypatch):
+    import datasets
+
+    import curate.pool
+
+    monkeypatch.setattr(curate.pool, "MAX_ITERABLE_ROWS", 2)
+    with pytest.raises(DataError, match=r"<IterableDataset>: more than 2 rows.*take\(2\)"):
+        load_pool(datasets.Dataset.from_list(ROWS).to_iterable_dataset())
+
+
+def test_unicode_line_breaks_inside_json_strings_stay_inside_their_row(tmp_path):
+    texts = ["caf\u00e9\u0085menu", "one\u2028two\u2029three", "tab\x0bform\x0cfeed"]
+    path = tmp_path / "u.jsonl"
+    path.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
+    assert "\u2028" in path.read_text(encoding="utf-8")  # written raw, as ensure_ascii=False does
+    assert load_pool(path).texts() == texts
+    csv_path = tmp_path / "u.csv"
+    csv_path.write_text("text\n" + "\n".join(texts) + "\n", encoding="utf-8")
+    assert load_pool(csv_path).texts() == texts
+
+
+def test_lines_format_reads_label_text_files(tmp_path):
+    path = tmp_path / "stsa.binary.train"
+    path.write_text("1 a stirring , funny film\n0 apparently\treassembled\n\n1 one\u2028line\r\n", encoding="utf-8")
+    with pytest.raises(DataError, match="cannot tell the format.*format='lines'"):
+        load_pool(path)
+    pool = load_pool(path, format="lines", require=("text", "label"))
+    assert pool.texts() == ["a stirring , funny film", "apparently\treassembled", "one\u2028line"]
+    assert pool.column("label") == ["1", "0", "1"]
+    tabbed = tmp_path / "t.txt"
+    tabbed.write_text("good film here\tpos\nbad one\tneg\n")
+    pool = load_pool(tabbed, format="lines:label_last,tab")
+    assert pool.texts() == ["good film here", "bad one"] and pool.column("label") == ["pos", "neg"]
+    assert load_pool(tabbed, format="lines:no_label").roles == ("text",)
+    bad = tmp_path / "b.txt"
+    bad.write_text("1 fine\n\nlonely\n")
+    with pytest.raises(DataError, match=r"b\.txt:3: expected '<label> <text>'.*'lonely'"):
+        load_pool(bad, format="lines")
+    with pytest.raises(ConfigError, match="Unknown option 'label_frist'.*Did you mean 'label_first'"):
+        load_pool(bad, format="lines:label_frist")
+    with pytest.raises(ConfigError, match="takes no options"):
+        load_pool(bad, format="csv:tab")
+    with pytest.raises(DataError, match=r"b\.txt:1: not valid UTF-8"):
+        bad.write_bytes(b"1 caf\xe9\n")
+        load_pool(bad, format="lines")
+
+
+def test_cli_pool_arguments_take_a_format(tmp_path, monkeypatch, capsys):
+    from curate.cli import main
+
+    monkeypatch.setenv("CURATE_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "sst.train"
+    path.write_text("1 a warm and funny film\n0 a dull film\n1 a great cast\n")
+    out = tmp_path / "picked.jsonl"
+    assert main(["--quiet", "select", str(path), "--format", "lines", "--strategy", "random", "--budget", "2",
+                 "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 2 and {r["label"] for r in rows} <= {"0", "1"}
+    assert main(["--quiet", "select", str(tmp_path / "sst.trian"), "--format", "lines", "--strategy", "random",
+                 "--budget", "2", "--out", str(out)]) == 2
+    assert "no such file. Did you mean" in capsys.readouterr().err
 
 
 def test_no_role_column(tmp_path):
@@ -201,3 +352,14 @@ def test_real_trec_tsv_like_file(shared_data, tmp_path):
     pool = load_pool(rows, require=("text", "label"))
     assert len(pool) == 5452
     assert set(pool.column("label")) == {"ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"}
+
+
+@pytest.mark.data
+def test_real_sst2_and_trec_line_files(shared_data):
+    sst = load_pool(shared_data / "sst2_sentence" / "stsa.binary.train", format="lines", require=("text", "label"))
+    assert len(sst) == 6920
+    labels = sst.column("label")
+    assert labels.count("1") == 3610 and labels.count("0") == 3310
+    trec = load_pool(shared_data / "trec" / "train.txt", format="lines", require=("text", "label"))
+    assert len(trec) == 5452  # no final newline; U+FFFD on line 66 is text
+    assert {label.split(":")[0] for label in trec.column("label")} == {"ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"}

@@ -6,10 +6,28 @@ Three file formats travel both ways:
   same rows with ``label`` filled in (extra fields are ignored);
 * ``csv``: columns ``id,text,label`` with an empty ``label``; answers need ``id`` and ``label``;
 * ``labelstudio``: Label Studio's task import JSON, a list of ``{"data": {"text": ...,
-  "curate_id": ...}}``, plus a labelling config (``<stem>.xml``) with one ``Choices`` control.
-  Label Studio reserves the top-level task ``"id"`` for its own numbering, so our id travels in
-  ``data.curate_id`` and comes back in its JSON export, where each task carries
-  ``annotations[].result[].value.choices``.
+  "curate_id": ...}}``, plus a labelling config (``<stem>.xml``) with one ``Choices`` control
+  named ``label``. Label Studio reserves the top-level task ``"id"`` for its own numbering, so our
+  id travels in the task data as ``curate_id`` and comes back in every export of those tasks.
+
+Label Studio exports are read in its three tabular-or-JSON shapes (as Label Studio 1.x writes them),
+always mapped back to curate's ids through ``curate_id``, never through Label Studio's task ``id``:
+
+* ``JSON``: a list of tasks, ``{"id": 17, "data": {"text": ..., "curate_id": 3},
+  "annotations": [{"result": [{"value": {"choices": ["positive"]}, ...}], ...}]}``;
+* ``JSON_MIN``: a list of flat rows, one per annotation: the data fields (``text``, ``curate_id``),
+  ``id`` (Label Studio's), the choice under the control's name (``"label": "positive"``), and
+  ``annotator``, ``annotation_id``, ``created_at``, ``updated_at``, ``lead_time``;
+* ``CSV``: the same columns as ``JSON_MIN``, sorted, one row per annotation.
+
+A Label Studio export without ``curate_id`` (tasks that did not come from :func:`export_batch`) is
+refused: its ``id`` is Label Studio's own numbering, and labels keyed by it would land on the wrong
+items. Several annotations of one task must agree (in ``JSON`` a ``ground_truth`` one wins).
+
+Where the answers go: with :class:`HumanQueueAnnotator`, in the queue folder under a name that
+starts with ``answers`` and ends in ``.jsonl``, ``.csv`` or ``.json`` (e.g. save Label Studio's
+``project-1-at-....json`` as ``QUEUE/answers-ls-1.json`` and its CSV as ``QUEUE/answers-ls-1.csv``),
+then resume the run; :func:`import_answers` reads any such file by path.
 
 An empty label (``null`` or ``""``) means "not answered yet", so that people can fill in an
 exported file row by row and hand it back at any point.
@@ -22,7 +40,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -34,6 +51,7 @@ import numpy as np
 from curate.annotate.base import Annotation, AwaitingHumanLabels
 from curate.budget import Prices
 from curate.errors import ConfigError, DataError, did_you_mean
+from curate.jsonl import check_regular_file, decode_utf8, iter_jsonl, write_text_atomic
 
 __all__ = ["FORMATS", "HumanQueueAnnotator", "export_batch", "import_answers", "read_batch"]
 
@@ -75,9 +93,7 @@ def _format_of(path: Path, fmt: str | None) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,10 +167,12 @@ def import_answers(path: str | Path, *, labels: Sequence[Any] | None, ids: Colle
     """Read people's answers: ``{id: label}``, labels as given in ``labels`` (``None``: free text,
     any non-empty string, kept as written).
 
-    Reads our JSONL and CSV files (fields ``id`` and ``label``) and Label Studio's JSON export.
+    Reads our JSONL and CSV files (fields ``id`` and ``label``) and Label Studio's ``JSON``,
+    ``JSON_MIN`` (``.json``) and ``CSV`` (``.csv``, told apart from ours by its ``curate_id`` column)
+    exports, mapped to curate's ids by the ``curate_id`` that :func:`export_batch` put in each task.
     Unanswered rows (empty label) and Label Studio tasks without a kept annotation are left out.
-    Unknown labels, ids outside ``ids`` (when given), duplicate ids and malformed rows are a
-    :class:`DataError` naming the file, line (or task) and field.
+    Unknown labels, ids outside ``ids`` (when given), duplicate ids, annotators who disagree and
+    malformed rows are a :class:`DataError` naming the file, line (or task) and field.
     """
     path = Path(path)
     fmt = _format_of(path, fmt)
@@ -162,21 +180,7 @@ def import_answers(path: str | Path, *, labels: Sequence[Any] | None, ids: Colle
     known = None if ids is None else {int(i) for i in ids}
     answers: dict[int, Any] = {}
     first_at: dict[int, str] = {}
-    for where, row in _rows(path, fmt):
-        if fmt == "labelstudio":
-            data = row.get("data")
-            if not isinstance(data, dict) or "curate_id" not in data:
-                raise DataError(f"{where}: no 'data.curate_id'. Import tasks written by curate's export_batch into "
-                                "Label Studio, then export them as JSON.")
-            item_id = _parse_id(data["curate_id"], f"{where}: field 'data.curate_id'")
-            raw = _label_studio_choice(row, where)
-            field = "annotations[].result[].value.choices"
-        else:
-            if "id" not in row or "label" not in row:
-                missing = [f for f in ("id", "label") if f not in row]
-                raise DataError(f"{where}: missing field(s) {missing}. Answer rows need 'id' and 'label'; "
-                                f"found {sorted(row)}.")
-            item_id, raw, field = _parse_id(row["id"], f"{where}: field 'id'"), row["label"], "label"
+    for where, item_id, raw, field, per_annotation in _answer_rows(path, fmt, free_text=lookup is None):
         if raw is None or (isinstance(raw, str) and not raw.strip()):
             continue  # not answered yet
         if lookup is None and not isinstance(raw, str):
@@ -187,12 +191,123 @@ def import_answers(path: str | Path, *, labels: Sequence[Any] | None, ids: Colle
                             f"{did_you_mean(str(raw), lookup)}")
         if known is not None and item_id not in known:
             raise DataError(f"{where}: unknown id {item_id}: it is not among the {len(known)} ids this batch or pool has.")
+        label = raw.strip() if lookup is None else lookup[str(raw).strip()]
         if item_id in answers:
+            if per_annotation and answers[item_id] == label:
+                continue  # a second annotator who agrees
+            if per_annotation:
+                raise DataError(f"{where}: annotators disagree on curate_id {item_id} ({answers[item_id]!r} at "
+                                f"{first_at[item_id]}, {label!r} here). Resolve it in Label Studio and export again.")
             raise DataError(f"{where}: duplicate id {item_id} (first answered at {first_at[item_id]}). "
                             "Keep one answer per id.")
-        answers[item_id] = raw.strip() if lookup is None else lookup[str(raw).strip()]
+        answers[item_id] = label
         first_at[item_id] = where
     return answers
+
+
+# Columns of Label Studio's flat exports (JSON_MIN, CSV) that are neither task data nor a control.
+_LS_META = frozenset({"id", "annotator", "annotation_id", "created_at", "updated_at", "lead_time", "agreement",
+                      "history"})
+_LS_MARKERS = frozenset({"annotation_id", "annotator", "lead_time"})  # Label Studio writes all three
+_OUR_DATA = frozenset({"text", "curate_id"})  # the task data export_batch writes
+_LS_REFUSED = ("it has no 'curate_id', so its 'id' is Label Studio's own task numbering, not curate's ids, and "
+               "labels keyed by it would land on the wrong items. Import the batch curate exported "
+               "(batch-*.json, whose tasks carry data.curate_id) into Label Studio, label it there, and export "
+               "it again as JSON, JSON_MIN or CSV.")
+
+
+def _answer_rows(path: Path, fmt: str, *, free_text: bool) -> Iterator[tuple[str, int, Any, str, bool]]:
+    """``(location, curate id, raw label or None, field, one row per annotation?)`` per answer row."""
+    if fmt == "jsonl":
+        for where, row in _rows(path, fmt):
+            yield (where, *_our_answer(row, where), False)
+        return
+    if fmt == "csv":
+        header, rows = _csv_table(path)
+        if "curate_id" in header:
+            if free_text:
+                raise ConfigError(f"{path}: a Label Studio export carries choices, not free-text answers "
+                                  "(labels=None); pass the label set.")
+            field = _ls_choice_field(header, path)
+            for where, row in rows:
+                raw = None if field is None else _ls_flat_choice(row[field], where, field, from_csv=True)
+                yield where, _parse_ls_id(row["curate_id"], where), raw, field or "label", True
+            return
+        if _LS_MARKERS <= set(header):
+            raise DataError(f"{path}: this is a Label Studio CSV export (columns {', '.join(header)}), but "
+                            + _LS_REFUSED)
+        for where, row in rows:
+            yield (where, *_our_answer(row, where), False)
+        return
+    for where, task in _rows(path, fmt):
+        if "curate_id" in task and not isinstance(task.get("data"), dict):  # JSON_MIN: one flat row per annotation
+            field = _ls_choice_field(list(task), where, flat_row=True)
+            raw = None if field is None else _ls_flat_choice(task[field], where, field)
+            yield where, _parse_ls_id(task["curate_id"], where), raw, field or "label", True
+            continue
+        data = task.get("data")
+        if not isinstance(data, dict) or "curate_id" not in data:
+            if _LS_MARKERS <= set(task):
+                raise DataError(f"{where}: a Label Studio JSON_MIN row, but " + _LS_REFUSED)
+            raise DataError(f"{where}: no 'data.curate_id': the task did not come from curate's export_batch, and "
+                            "its 'id' is Label Studio's own numbering, not a curate id. Import the batch curate "
+                            "exported (batch-*.json) into Label Studio, label it there, and export it again "
+                            "(JSON, JSON_MIN or CSV).")
+        item_id = _parse_id(data["curate_id"], f"{where}: field 'data.curate_id'")
+        yield where, item_id, _label_studio_choice(task, where), "annotations[].result[].value.choices", False
+
+
+def _our_answer(row: dict, where: str) -> tuple[int, Any, str]:
+    if "id" not in row or "label" not in row:
+        missing = [f for f in ("id", "label") if f not in row]
+        raise DataError(f"{where}: missing field(s) {missing}. Answer rows need 'id' and 'label'; "
+                        f"found {sorted(row)}.")
+    return _parse_id(row["id"], f"{where}: field 'id'"), row["label"], "label"
+
+
+def _ls_choice_field(names: Sequence[str], where: Any, *, flat_row: bool = False) -> str | None:
+    """The column of a flat Label Studio export that holds the choice: ``label`` (the control
+    export_batch writes), else the one column that is neither task data nor Label Studio's own;
+    None when there is none (no task was annotated)."""
+    if "label" in names:
+        return "label"
+    others = [n for n in names if n not in _LS_META and n not in _OUR_DATA and not n.endswith("_transcript")]
+    if len(others) > 1:
+        raise DataError(f"{where}: cannot tell which of the columns {others} holds the choice; curate's labelling "
+                        "config names the Choices control 'label'. Keep that name, or drop the extra columns.")
+    if not others and not flat_row:
+        logger.warning("%s: a Label Studio export with no choice column: no task is annotated yet.", where)
+    return others[0] if others else None
+
+
+def _ls_flat_choice(value: Any, where: str, field: str, *, from_csv: bool = False) -> Any:
+    """A JSON_MIN / CSV choice: the label itself for one choice; ``{"choices": [...]}`` (a JSON string
+    in CSV) for several, which is an error here."""
+    if from_csv and isinstance(value, str) and value.lstrip().startswith(("{", "[")):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            pass  # a label that merely starts with a brace
+    if isinstance(value, dict) and isinstance(value.get("choices"), list):
+        choices = value["choices"]
+        if len(choices) != 1:
+            raise DataError(f"{where}: field '{field}' holds {choices}; expected exactly one choice "
+                            "(use choice=\"single\").")
+        return choices[0]
+    if isinstance(value, list):
+        raise DataError(f"{where}: field '{field}' holds {value!r}; expected one choice per annotation.")
+    return value
+
+
+_LS_INT = re.compile(r"^\s*-?\d+(\.0*)?\s*$")  # Label Studio's CSV may write an id column as 3.0
+
+
+def _parse_ls_id(value: Any, where: str) -> int:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and _LS_INT.match(value):
+        return int(float(value))
+    return _parse_id(value, f"{where}: field 'curate_id'")
 
 
 def _check_label_set(labels: Sequence[Any] | None, fmt: str, owner: str) -> dict[str, Any] | None:
@@ -210,40 +325,51 @@ def _parse_id(value: Any, where: str) -> int:
     return int(value)
 
 
-def _rows(path: Path, fmt: str) -> Iterator[tuple[str, dict]]:
-    """``(location, row)`` pairs: ``file:line`` for JSONL/CSV, ``file: task n`` for Label Studio."""
-    if not path.is_file():
-        raise DataError(f"{path}: no such file.")
-    text = path.read_text(encoding="utf-8-sig")
-    if fmt == "jsonl":
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{lineno}: malformed JSON at column {err.colno}: {err.msg}.") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}.")
-            yield f"{path}:{lineno}", row
-    elif fmt == "csv":
-        reader = csv.reader(io.StringIO(text, newline=""))
+def _csv_table(path: Path) -> tuple[list[str], Iterator[tuple[str, dict]]]:
+    """The header and ``(file:line, row)`` pairs of a CSV file."""
+    reader = csv.reader(io.StringIO(_text(path), newline=""))
+    try:
         header = next(reader, None)
-        if header is None:
-            raise DataError(f"{path}: the file is empty (no header row).")
-        header = [h.strip() for h in header]
-        if len(set(header)) != len(header):
-            raise DataError(f"{path}:1: the header names a column twice: {header}.")
-        for row in reader:
+    except csv.Error as err:
+        raise DataError(f"{path}:1: not readable as CSV ({err}).") from None
+    if header is None:
+        raise DataError(f"{path}: the file is empty (no header row).")
+    header = [h.strip() for h in header]
+    if len(set(header)) != len(header):
+        raise DataError(f"{path}:1: the header names a column twice: {header}.")
+
+    def rows() -> Iterator[tuple[str, dict]]:
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as err:
+                raise DataError(f"{path}:{reader.line_num}: not readable as CSV ({err}).") from None
             if not row or all(not cell.strip() for cell in row):
                 continue
             if len(row) != len(header):
                 raise DataError(f"{path}:{reader.line_num}: expected {len(header)} fields ({', '.join(header)}), "
                                 f"got {len(row)}. Check the quoting of commas inside fields.")
             yield f"{path}:{reader.line_num}", dict(zip(header, row, strict=True))
+
+    return header, rows()
+
+
+def _text(path: Path) -> str:
+    return decode_utf8(check_regular_file(path).read_bytes(), path)
+
+
+def _rows(path: Path, fmt: str) -> Iterator[tuple[str, dict]]:
+    """``(location, row)`` pairs: ``file:line`` for JSONL/CSV, ``file: task n`` for Label Studio."""
+    if fmt == "jsonl":
+        for lineno, row in iter_jsonl(path):
+            yield f"{path}:{lineno}", row
+    elif fmt == "csv":
+        yield from _csv_table(path)[1]
     else:
         try:
-            tasks = json.loads(text)
+            tasks = json.loads(_text(path))
         except json.JSONDecodeError as err:
             raise DataError(f"{path}:{err.lineno}: malformed JSON at column {err.colno}: {err.msg}.") from None
         if not isinstance(tasks, list):
@@ -291,8 +417,9 @@ class HumanQueueAnnotator:
     """People labelling through files in ``queue_dir``.
 
     ``annotate`` yields an annotation (``source="human"``, one billable label) for every id
-    already answered in a ``queue_dir/answers*`` file (``.jsonl``, ``.csv``, or Label Studio's
-    ``.json`` export). The remaining ids are exported once to ``queue_dir/batch-<hash>.<ext>``
+    already answered in a ``queue_dir/answers*`` file: ``.jsonl`` or ``.csv`` as exported, or a
+    Label Studio export saved there under such a name (``JSON`` / ``JSON_MIN`` as ``.json``, ``CSV``
+    as ``.csv``; see the module docstring). The remaining ids are exported once to ``queue_dir/batch-<hash>.<ext>``
     (the hash names the requested ids, so asking again for the same ids writes nothing new), and
     then :class:`AwaitingHumanLabels` is raised: the loop saves its state and stops until the
     answers are in.

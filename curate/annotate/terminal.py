@@ -16,6 +16,7 @@ from typing import Any
 
 from curate.annotate.human import check_labels, import_answers, read_batch
 from curate.errors import ConfigError
+from curate.jsonl import iter_jsonl, write_jsonl
 
 __all__ = ["label_interactively", "run_labeller"]
 
@@ -120,10 +121,7 @@ def run_labeller(
                 f.flush()
                 os.fsync(f.fileno())
             return
-        kept = [line for line in answers_path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("id") != item_id]
-        tmp = answers_path.with_name(answers_path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-        os.replace(tmp, answers_path)
+        kept = [row for _, row in iter_jsonl(answers_path) if row.get("id") != item_id]
+        write_jsonl(answers_path, kept)
 
     return label_interactively(items, labels, input_fn=input_fn, print_fn=print_fn, existing=existing, on_change=save)

@@ -18,6 +18,7 @@ from typing import Any
 
 from curate.errors import ConfigError
 from curate.journal import FILE as JOURNAL_FILE
+from curate.jsonl import iter_jsonl
 
 __all__ = ["MetricsLog", "build_cell_annotator", "check_strategy", "build_ledger", "build_stopping", "build_strategy", "cell_rows",
            "init_strategy"]
@@ -132,10 +133,8 @@ class MetricsLog:
         path = Path(run_dir) / "metrics.jsonl"
         out: dict[int, dict[str, float]] = {}
         if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    row = json.loads(line)
-                    out[int(row.pop("round"))] = row
+            for _, row in iter_jsonl(path):
+                out[int(row.pop("round"))] = row
         return out
 
 

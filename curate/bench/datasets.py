@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from curate.errors import ConfigError, DataError
+from curate.jsonl import check_regular_file, decode_utf8, split_lines
 
 __all__ = ["Split", "data_root", "load_split"]
 
@@ -58,18 +59,20 @@ def data_root(data_dir: str | None = None) -> Path:
     return beside if beside.is_dir() else Path("/work/shared/data")
 
 
-def _lines(path: Path) -> list[str]:
-    # splitlines: trec has no final newline; strict UTF-8 so that an odd byte fails loudly here.
+def _lines(path: Path) -> list[tuple[int, str]]:
+    """``(line number, line)`` of the non-blank lines; split on "\\n" only (not splitlines(), which also
+    splits at U+0085 / U+2028 inside a line); strict UTF-8 so that an odd byte fails loudly here."""
     if not path.exists():
         raise ConfigError(f"Dataset file {path} does not exist. Set datasets.<name>.data_dir or $CURATE_DATA to the "
                           "folder that holds sst2_sentence/, trec/ and ag_news/.")
-    return [ln for ln in path.read_bytes().decode("utf-8").splitlines() if ln.strip()]
+    text = decode_utf8(check_regular_file(path, "dataset file").read_bytes(), path)
+    return [(n, ln) for n, ln in enumerate(split_lines(text), start=1) if ln.strip()]
 
 
 def read_sst2(path: Path) -> tuple[list[str], list[str]]:
     names = {"0": "negative", "1": "positive"}
     texts, labels = [], []
-    for n, line in enumerate(_lines(path), start=1):
+    for n, line in _lines(path):
         label, _, text = line.partition(" ")
         if label not in names or not text.strip():
             raise DataError(f"{path}:{n}: expected '<0|1> <sentence>', got {line[:60]!r}.")
@@ -80,7 +83,7 @@ def read_sst2(path: Path) -> tuple[list[str], list[str]]:
 
 def read_trec(path: Path) -> tuple[list[str], list[str]]:
     texts, labels = [], []
-    for n, line in enumerate(_lines(path), start=1):
+    for n, line in _lines(path):
         head, _, text = line.partition(" ")
         coarse, sep, _fine = head.partition(":")
         if not sep or not text.strip():
@@ -101,7 +104,7 @@ def clean_ag(text: str) -> str:
 
 
 def read_agnews(folder: Path) -> tuple[list[str], list[str], list[str]]:
-    classes = [c.strip() for c in "\n".join(_lines(folder / "classes.txt")).splitlines() if c.strip()]
+    classes = [c.strip() for _, c in _lines(folder / "classes.txt")]
     texts, labels = [], []
     with open(folder / "test.csv", encoding="utf-8", newline="") as f:
         for n, row in enumerate(csv.reader(f), start=1):

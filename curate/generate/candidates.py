@@ -30,7 +30,8 @@ _LEAD = re.compile(r"^\s*(?:\d+[.)]|[-*•]|example\s*\d*\s*:|text\s*:|review\s*
 
 def clean_generation(text: str) -> str:
     """The first non-empty line, without list numbering, a leading 'Example:'-style tag or quotes."""
-    for line in text.splitlines():
+    for line in text.split("\n"):  # not splitlines(): U+2028 / U+0085 inside a line are part of it
+        line = line.removesuffix("\r")
         line = _LEAD.sub("", line).strip().strip('"').strip("'").strip()
         if line:
             return line

@@ -31,6 +31,7 @@ from curate.errors import ConfigError
 
 from .config import AnnotateConfig, RetrieveConfig
 from .evaluate import build_prompts
+from .prompts import template_inputs
 from .scoring import score_options
 
 __all__ = ["ALIASES", "SPECS", "AnnotationPlan", "DemoSetLearner", "LMEntropy", "plan_annotation",
@@ -60,14 +61,15 @@ class LMEntropy:
         ids = np.asarray(ids, dtype=np.int64)
         if not len(ids):
             return np.zeros(0, dtype=np.float32)
-        texts = state.pool.texts(ids)
+        texts = template_inputs(self.builder.config, state.pool, ids)
         demos: list[list] = [[] for _ in ids]
         labelled = np.asarray(state.labeled, dtype=np.int64)
         if self.shots and len(labelled) and state.labels is not None and state.index is not None:
             from .retrieve import DemonstrationRetriever
 
             retriever = DemonstrationRetriever(RetrieveConfig(k=self.shots, candidates=self.shots), index=state.index,
-                                               ids=labelled, labels=list(state.labels), texts=state.pool.texts(labelled))
+                                               ids=labelled, labels=list(state.labels),
+                                               texts=template_inputs(self.builder.config, state.pool, labelled))
             demos = retriever.retrieve(state.index.vectors_of(ids))
         elif self.shots and len(labelled):
             logger.info("LMEntropy: no labels or index in the state; scoring zero-shot")

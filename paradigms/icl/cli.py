@@ -103,6 +103,25 @@ def _load(pc, require: tuple[str, ...]):
     return load_pool_of(pc, require)
 
 
+def _roles(config, *roles: str) -> tuple[str, ...]:
+    """The roles a pool needs: the text role only for a ``{text}`` template (other templates name
+    their columns, checked by ``check_input_fields``)."""
+    from .config import template_fields
+
+    return (("text",) if template_fields(config.prompt.input_template) == ("text",) else ()) + roles
+
+
+def _load_both(config, input_roles: tuple[str, ...]):
+    """The labelled pool and the test inputs, their template fields checked before a model is loaded."""
+    from .prompts import check_input_fields
+
+    pool = _load(config.pool, _roles(config, "label"))
+    check_input_fields(config.prompt, pool, "pool")
+    inputs = _inputs(config, _roles(config, *input_roles))
+    check_input_fields(config.prompt, inputs, "test inputs")
+    return pool, inputs
+
+
 def _labels(config, pool) -> list[str]:
     from .run import labels_of
 
@@ -115,30 +134,32 @@ def _backend(config):
     return backend_from(config.lm)
 
 
-def _labelled_set(pool, labels: list[str]):
-    """Pool ids, labels and texts of the rows whose label is in the label set."""
+def _labelled_set(config, pool, labels: list[str]):
+    """Pool ids, labels and inputs (texts, or the template's fields) of the rows whose label is in the label set."""
     import numpy as np
+
+    from .prompts import template_inputs
 
     raw = [str(v) if v is not None else None for v in pool.column("label")]
     keep = np.array([i for i, v in enumerate(raw) if v in labels], dtype=np.int64)
     if not len(keep):
         raise ConfigError(f"No row of {pool.source} has a label in {labels}. Labels found: "
                           f"{sorted({v for v in raw if v is not None})[:10]}.")
-    return keep, [raw[i] for i in keep], pool.texts(keep)
+    return keep, [raw[i] for i in keep], template_inputs(config.prompt, pool, keep)
 
 
 def _retrieval_parts(config, pool, labels, backend):
     from curate.embed import load_embedder
     from curate.index import EmbeddingIndex
 
-    from .prompts import PromptBuilder
+    from .prompts import PromptBuilder, embedding_texts
     from .retrieve import DemonstrationRetriever
 
     embedder = load_embedder(config.embedder)
-    ids, demo_labels, texts = _labelled_set(pool, labels)
-    index = EmbeddingIndex.from_vectors(embedder.encode(texts), ids, model=embedder.name)
+    ids, demo_labels, items = _labelled_set(config, pool, labels)
+    index = EmbeddingIndex.from_vectors(embedder.encode(embedding_texts(config.prompt, items)), ids, model=embedder.name)
     builder = PromptBuilder.for_backend(config.prompt, labels, backend)
-    retriever = DemonstrationRetriever(config.retrieve, index=index, ids=ids, labels=demo_labels, texts=texts,
+    retriever = DemonstrationRetriever(config.retrieve, index=index, ids=ids, labels=demo_labels, texts=items,
                                        backend=backend, builder=builder)
     return embedder, builder, retriever
 
@@ -156,17 +177,18 @@ def run_select(args) -> int:
     import numpy as np
 
     from .evaluate import build_prompts
+    from .prompts import embedding_texts, template_inputs
 
     config = _config(args)
-    pool = _load(config.pool, ("text", "label"))
-    inputs = _inputs(config, ("text",))
+    pool, inputs = _load_both(config, ())
     labels = _labels(config, pool)
+    texts = template_inputs(config.prompt, inputs)
+    shown = embedding_texts(config.prompt, texts)
     backend = _backend(config)
     embedder, builder, retriever = _retrieval_parts(config, pool, labels, backend)
-    texts = inputs.texts()
     seed = config.seed if args.seed is None else args.seed
     rng = np.random.default_rng(seed)
-    vectors = embedder.encode(texts) if config.retrieve.method == "knn" else None
+    vectors = embedder.encode(shown) if config.retrieve.method == "knn" else None
     demos = retriever.retrieve(vectors, query_texts=texts, rng=rng)
     prompts = build_prompts(builder, texts, demos, order=config.retrieve.order, rng=rng)
     keys = pool.column("key") if "key" in pool.columns else None
@@ -175,8 +197,10 @@ def run_select(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", encoding="utf-8") as handle:
         for i, (text, prompt) in enumerate(zip(texts, prompts, strict=True)):
-            row = {"input_id": int(inputs.ids[i]), "text": text, "prompt": prompt.text, "options": builder.options,
+            row = {"input_id": int(inputs.ids[i]), "text": shown[i], "prompt": prompt.text, "options": builder.options,
                    "demonstration_ids": prompt.demo_ids, "demonstration_labels": [d.label for d in prompt.demos]}
+            if not isinstance(text, str):
+                row["fields"] = dict(text)
             if "key" in inputs.columns:
                 row["input_key"] = inputs.column("key")[i]
             if keys is not None:
@@ -230,17 +254,18 @@ def run_eval(args) -> int:
             config.evaluate.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
         except ValueError:
             raise ConfigError(f"--seeds takes comma-separated integers, e.g. 0,1,2. Got '{args.seeds}'.") from None
-    pool = _load(config.pool, ("text", "label"))
-    inputs = _inputs(config, ("text", "label"))
+    from .prompts import embedding_texts, template_inputs
+
+    pool, inputs = _load_both(config, ("label",))
     labels = _labels(config, pool)
-    backend = _backend(config)
-    embedder, builder, retriever = _retrieval_parts(config, pool, labels, backend)
-    texts = inputs.texts()
+    texts = template_inputs(config.prompt, inputs)
     gold = [str(v) for v in inputs.column("label")]
     unknown = sorted(set(gold) - set(labels))
     if unknown:
         raise ConfigError(f"Test labels {unknown[:5]} are not in the label set {labels}.")
-    vectors = embedder.encode(texts) if config.retrieve.method == "knn" else None
+    backend = _backend(config)
+    embedder, builder, retriever = _retrieval_parts(config, pool, labels, backend)
+    vectors = embedder.encode(embedding_texts(config.prompt, texts)) if config.retrieve.method == "knn" else None
     runs = []
     for seed in config.evaluate.seeds:
         result = evaluate_icl(backend, builder, retriever, texts, gold, vectors, order=config.retrieve.order, seed=seed,

@@ -24,7 +24,7 @@ from curate.errors import ConfigError, did_you_mean
 from curate.models import DEFAULT_EMBEDDER
 
 __all__ = ["METHODS", "ORDERS", "RERANKS", "AnnotateConfig", "EvaluateConfig", "ICLConfig", "PromptConfig",
-           "RetrieveConfig", "load_icl_config"]
+           "RetrieveConfig", "load_icl_config", "template_fields"]
 
 METHODS = ("knn", "random", "fixed", "zero_shot")
 RERANKS = ("none", "demo_perplexity", "input_perplexity")
@@ -32,12 +32,19 @@ ORDERS = ("similar_last", "similar_first", "random")
 STRATEGIES = ("votek", "kcenter", "kmeans", "random", "uncertainty")
 
 
-def _fields(template: str) -> set[str]:
+def template_fields(template: str) -> tuple[str, ...]:
+    """The fields a template uses, in order of first use (``"{premise} / {hypothesis}"`` ->
+    ``("premise", "hypothesis")``)."""
     try:
-        return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
     except ValueError as err:
         raise ConfigError(f"The template {template!r} is not a valid format string ({err}). "
                           "Double literal braces: '{{' and '}}'.") from None
+    return tuple(dict.fromkeys(names))
+
+
+def _fields(template: str) -> set[str]:
+    return set(template_fields(template))
 
 
 def _choice(value: str, choices: tuple[str, ...], name: str) -> None:
@@ -60,10 +67,16 @@ class PromptConfig:
     and an assistant turn (chat); demonstrations are joined by ``separator``. The prompt ends with
     the test input and the answer template cut just before ``{label}``, so the label word is the
     next token: ``"Review: ...\\nSentiment:"`` followed by the option ``" positive"``.
+
+    ``input_template`` may use any columns of the pool and the test inputs (``{premise}`` and
+    ``{hypothesis}``, ``{question}`` and ``{context}``), not only ``{text}`` (the text role); only
+    the label needs a role. They are checked against the pool's columns before anything is spent.
+    With fields other than ``{text}``, the filled-in template is what is embedded for retrieval,
+    content-free inputs fill every field, and the ``max_*_tokens`` cuts apply to each field.
     """
 
     instruction: str = ""                  # first paragraph (plain) or system message (chat)
-    input_template: str = "Input: {text}"
+    input_template: str = "Input: {text}"  # any pool columns: "Premise: {premise}\nHypothesis: {hypothesis}"
     answer_template: str = "Label: {label}"  # must end with {label}
     separator: str = "\n\n"
     chat: bool = False
@@ -73,8 +86,17 @@ class PromptConfig:
     max_prompt_tokens: int | None = None   # default: the model's context; least relevant demos dropped first
 
     def __post_init__(self) -> None:
-        if _fields(self.input_template) != {"text"}:
-            raise ConfigError(f"prompt.input_template must use exactly the field {{text}}. Got {self.input_template!r}.")
+        fields = template_fields(self.input_template)
+        if not fields:
+            raise ConfigError("prompt.input_template must use at least one field: {text}, or any pool columns such as "
+                              f"{{premise}} and {{hypothesis}}. Got {self.input_template!r}.")
+        odd = [f for f in fields if not f.isidentifier()]
+        if odd:
+            raise ConfigError(f"prompt.input_template fields must be plain column names (no positions, attributes or "
+                              f"indexes); got {odd} in {self.input_template!r}.")
+        if "label" in fields:
+            raise ConfigError("prompt.input_template must not use {label}: the label belongs in answer_template "
+                              f"(shown for demonstrations, predicted for the input). Got {self.input_template!r}.")
         if not self.answer_template.endswith("{label}") or _fields(self.answer_template) != {"label"}:
             raise ConfigError("prompt.answer_template must use the field {label} once, at its very end (the "
                               f"label word is what the model predicts next). Got {self.answer_template!r}.")

@@ -15,33 +15,86 @@ and the options scored after it are the verbalisers with the whitespace that pre
 instruction is the system message, each demonstration a user turn and an assistant turn, the test
 input the last user turn, and the assistant's answer starts with the cut answer template.
 
+An input is a text (``{text}`` templates) or, for a template over several pool columns
+(``"Premise: {premise}\nHypothesis: {hypothesis}"``), a mapping of those fields
+(:func:`template_inputs` builds either from a pool). A plain string given to a multi-field template
+fills every field: that is how content-free inputs ("N/A") calibrate a two-field task.
+
 Fitting a prompt to the context drops the least relevant demonstrations first, then cuts the test
-input's text. Token counts come from the backend's tokenizer (any object with ``encode`` and
-``decode``); without one, whitespace-separated words stand in for tokens.
+input's text (each field alike). Token counts come from the backend's tokenizer (any object with
+``encode`` and ``decode``); without one, whitespace-separated words stand in for tokens.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from curate.errors import ConfigError, DataError
+from curate.errors import ConfigError, DataError, did_you_mean
 
-from .config import ORDERS, PromptConfig
+from .config import ORDERS, PromptConfig, template_fields
 
-__all__ = ["Demo", "Prompt", "PromptBuilder", "display_order"]
+__all__ = ["Demo", "Input", "Prompt", "PromptBuilder", "check_input_fields", "display_order", "embedding_texts",
+           "template_inputs"]
+
+Input = str | Mapping[str, str]  # a text, or the input template's fields of one row
 
 
 @dataclass(frozen=True)
 class Demo:
-    """A labelled example shown in a prompt: pool id, text, and label (one of the label set, as str)."""
+    """A labelled example shown in a prompt: pool id, text (or the template's fields), and label
+    (one of the label set, as str)."""
 
     id: int
-    text: str
+    text: Input
     label: str
+
+
+def check_input_fields(config: PromptConfig, pool, what: str = "pool") -> None:
+    """Every field of ``config.input_template`` must be a column of ``pool`` (``{text}`` alone needs the
+    text role): a ConfigError naming the missing field and the columns there are, before anything is spent."""
+    fields = template_fields(config.input_template)
+    if fields == ("text",):
+        return
+    columns = [c for c in pool.columns if c != "id"]
+    missing = [f for f in fields if f not in pool.columns]
+    if missing:
+        raise ConfigError(
+            f"prompt.input_template uses {{{missing[0]}}}, but the {what} ({pool.source}) has no column "
+            f"'{missing[0]}'. Columns: {', '.join(columns)}.{did_you_mean(missing[0], columns)} "
+            "(Role columns are renamed: a column mapped to the text role is {text}.)"
+        )
+
+
+def template_inputs(config: PromptConfig, pool, ids: Sequence[int] | np.ndarray | None = None) -> list[Input]:
+    """The inputs of the pool's rows (all, or ``ids``) for ``config.input_template``: the texts for a
+    ``{text}`` template, else one ``{field: value}`` mapping per row (values as str; empty is an error)."""
+    fields = template_fields(config.input_template)
+    if fields == ("text",):
+        return pool.texts(ids)
+    check_input_fields(config, pool)
+    rows = pool.dataset if ids is None else pool.select(ids)
+    row_ids = rows["id"]
+    columns = {f: rows[f] for f in fields}
+    out: list[Input] = []
+    for n, row_id in enumerate(row_ids):
+        item = {}
+        for f in fields:
+            value = columns[f][n]
+            if value is None or (isinstance(value, str) and not value.strip()):
+                raise DataError(f"{pool.source}: row {int(row_id) + 1}: field '{f}' (used by prompt.input_template) "
+                                f"is empty ({value!r}).")
+            item[f] = value if isinstance(value, str) else str(value)
+        out.append(item)
+    return out
+
+
+def embedding_texts(config: PromptConfig, inputs: Sequence[Input]) -> list[str]:
+    """What retrieval embeds: the text itself, or for a multi-field input the filled-in input template."""
+    return [x if isinstance(x, str) else config.input_template.format(**x) for x in inputs]
 
 
 @dataclass(frozen=True)
@@ -142,6 +195,7 @@ class PromptBuilder:
         if self.config.chat and self.chat_prompt is None:
             raise ConfigError("prompt.chat is true but no chat template renderer was given (chat_prompt=...); "
                               "use PromptBuilder.for_backend(config, labels, backend) or set prompt.chat: false.")
+        self._fields = template_fields(self.config.input_template)
         head = self.config.answer_template[: -len("{label}")]
         self._answer_head = head.rstrip()
         self._option_space = head[len(self._answer_head):]  # the whitespace the template puts before the label
@@ -161,13 +215,24 @@ class PromptBuilder:
 
     # ---------------------------------------------------------------- rendering
 
-    def _input(self, text: str) -> str:
-        return self.config.input_template.format(text=text)
+    def fields(self, text: Input) -> dict[str, str]:
+        """The template's fields for an input: a mapping as given, a string in every field."""
+        names = self._fields
+        if isinstance(text, str):
+            return dict.fromkeys(names, text)
+        missing = [n for n in names if n not in text]
+        if missing:
+            raise DataError(f"An input has no field '{missing[0]}' that prompt.input_template uses; it has "
+                            f"{sorted(text)}.")
+        return {n: text[n] for n in names}
+
+    def _input(self, text: Input) -> str:
+        return self.config.input_template.format(**self.fields(text))
 
     def _answer(self, label: str) -> str:
         return self.config.answer_template.format(label=self.verbal(label))
 
-    def render(self, text: str, demos: Sequence[Demo]) -> str:
+    def render(self, text: Input, demos: Sequence[Demo]) -> str:
         """The prompt for ``text`` with ``demos`` in the order given (texts cut to ``max_demo_tokens``)."""
         cfg = self.config
         shown = [(self.cut(d.text, cfg.max_demo_tokens), d.label) for d in demos]
@@ -187,7 +252,7 @@ class PromptBuilder:
         """One demonstration as it appears in a plain prompt (for perplexity re-ranking)."""
         return f"{self._input(self.cut(demo.text, self.config.max_demo_tokens))}\n{self._answer(demo.label)}"
 
-    def query(self, text: str) -> str:
+    def query(self, text: Input) -> str:
         """The test input as it appears at the end of a plain prompt, without the answer cue."""
         return self._input(self.cut(text, self.config.max_input_tokens))
 
@@ -199,10 +264,13 @@ class PromptBuilder:
     def count(self, text: str) -> int:
         return len(self._tok().encode(text, add_special_tokens=False)) + self.special_tokens
 
-    def cut(self, text: str, limit: int | None) -> str:
-        """``text`` cut to its first ``limit`` tokens (unchanged when it fits or ``limit`` is None)."""
+    def cut(self, text: Input, limit: int | None) -> Input:
+        """``text`` cut to its first ``limit`` tokens (unchanged when it fits or ``limit`` is None); a
+        multi-field input has each field cut alike."""
         if limit is None:
             return text
+        if not isinstance(text, str):
+            return {k: self.cut(v, limit) for k, v in self.fields(text).items()}
         tok = self._tok()
         ids = tok.encode(text, add_special_tokens=False)
         return text if len(ids) <= limit else tok.decode(ids[:limit]).rstrip()
@@ -214,7 +282,7 @@ class PromptBuilder:
             return self.config.max_prompt_tokens
         return None if self.context_length is None else self.context_length - 1
 
-    def fit(self, text: str, demos: Sequence[Demo], *, order: str = "similar_last",
+    def fit(self, text: Input, demos: Sequence[Demo], *, order: str = "similar_last",
             rng: np.random.Generator | None = None) -> Prompt:
         """The prompt for ``text`` with ``demos`` (most relevant first), shown in ``order``, fitted to
         the limit: the least relevant demonstrations are dropped first, then the input text is cut."""
@@ -233,18 +301,29 @@ class PromptBuilder:
             return Prompt(prompt, chosen, len(demos) - keep)
         return self._cut_input(text, limit, len(demos))
 
-    def _cut_input(self, text: str, limit: int, dropped: int) -> Prompt:
-        """No demonstration fits: the longest start of the input that does (binary search on tokens)."""
+    def _cut_input(self, text: Input, limit: int, dropped: int) -> Prompt:
+        """No demonstration fits: the longest start of the input that does (binary search on tokens;
+        for a multi-field input, on one token limit for every field)."""
         tok = self._tok()
-        ids = tok.encode(text, add_special_tokens=False)
+        if isinstance(text, str):
+            ids = tok.encode(text, add_special_tokens=False)
+
+            def start(n: int) -> Input:
+                return tok.decode(ids[:n])
+        else:
+            fields = self.fields(text)
+            ids = range(max(len(tok.encode(v, add_special_tokens=False)) for v in fields.values()))
+
+            def start(n: int) -> Input:
+                return self.cut(fields, n)
         lo, hi = 0, len(ids)
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if self.count(self.render(tok.decode(ids[:mid]), ())) <= limit:
+            if self.count(self.render(start(mid), ())) <= limit:
                 lo = mid
             else:
                 hi = mid - 1
-        prompt = self.render(tok.decode(ids[:lo]), ())
+        prompt = self.render(start(lo), ())
         if self.count(prompt) > limit:
             raise ConfigError(f"The prompt limit of {limit} tokens is too small: the instruction and templates alone "
                               f"take {self.count(prompt)}. Raise prompt.max_prompt_tokens or shorten the instruction.")

@@ -6,7 +6,6 @@ ends with ``demonstrations.jsonl``, the pool of ``curate icl select`` / ``eval``
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +13,12 @@ import numpy as np
 
 from curate.build import LazyBackend, annotator_from, labeller_from, ledger_from
 from curate.errors import ConfigError
+from curate.jsonl import write_jsonl
 from curate.runs import Built, RunFolder
 
 from .config import ICLConfig
 
-__all__ = ["build", "labels_of", "load_pool_of", "write_demonstrations"]
+__all__ = ["build", "labels_of", "load_pool_of", "with_input_text", "write_demonstrations"]
 
 
 def load_pool_of(pc, require: tuple[str, ...]):
@@ -43,13 +43,19 @@ def build(config: ICLConfig, folder: RunFolder, *, evaluate: bool = True) -> Bui
     from curate.index import EmbeddingIndex
 
     from .annotate import plan_annotation, selective_annotation_loop
-    from .prompts import PromptBuilder
+    from .config import template_fields
+    from .prompts import PromptBuilder, check_input_fields, embedding_texts, template_inputs
 
     if not config.pool.path:
         raise ConfigError("No pool: pass --pool PATH or set pool.path in the recipe.")
-    pool = load_pool_of(config.pool, ("text",))
+    fields = template_fields(config.prompt.input_template)
+    pool = load_pool_of(config.pool, ("text",) if fields == ("text",) else ())
+    check_input_fields(config.prompt, pool)
+    pool = with_input_text(pool, config.prompt)
     labels = labels_of(config, pool)
-    index = EmbeddingIndex.from_pool(pool, load_embedder(config.embedder))
+    embedder = load_embedder(config.embedder)
+    texts = embedding_texts(config.prompt, template_inputs(config.prompt, pool))
+    index = EmbeddingIndex.from_vectors(embedder.encode(texts), pool.ids, model=embedder.name)
     backend = LazyBackend(config.lm)
     annotator = annotator_from(config.annotator, labels=labels,
                                machine=lambda: labeller_from(config.annotator, labels, index=index, backend=backend))
@@ -69,24 +75,45 @@ def build(config: ICLConfig, folder: RunFolder, *, evaluate: bool = True) -> Bui
             labels = journal.labels()
         finally:
             journal.close()
-        return write_demonstrations(pool, labels, out or folder.path / "demonstrations.jsonl", key_column=keys)
+        return write_demonstrations(pool, labels, out or folder.path / "demonstrations.jsonl", key_column=keys,
+                                    fields=fields)
 
     def finish(result) -> dict[str, Any]:
         return {"strategy": config.annotate.strategy, "pool_size": len(pool), "demonstrations": str(export(None))}
 
-    return Built(loop, plan.rounds, metric="metric", finish=finish, export=export)
+    return Built(loop, plan.rounds, metric="none (no per-round evaluation)", finish=finish, export=export)
 
 
-def write_demonstrations(pool, labels: dict, path: Path, *, key_column: str | None = None) -> Path:
-    """The annotated examples (id, text, label), one JSON line each: the pool of ``select`` / ``eval``."""
+def with_input_text(pool, prompt):
+    """For a template over other columns and a pool without a text role: the pool with a ``text``
+    column holding the filled-in input template, which annotators (people, an LLM) are shown."""
+    from curate.pool import ROLES, Pool
+
+    from .prompts import embedding_texts, template_inputs
+
+    if "text" in pool.roles:
+        return pool
+    texts = embedding_texts(prompt, template_inputs(prompt, pool))
+    roles = tuple(r for r in ROLES if r in pool.roles or r == "text")
+    return Pool(dataset=pool.dataset.add_column("text", texts), source=pool.source, roles=roles)
+
+
+def write_demonstrations(pool, labels: dict, path: Path, *, key_column: str | None = None,
+                         fields: tuple[str, ...] = ()) -> Path:
+    """The annotated examples (id, text, label, and the input template's ``fields``), one JSON line
+    each: the pool of ``select`` / ``eval``."""
     keys = pool.column("key") if "key" in pool.columns else None
     ids = sorted(labels)
-    texts = pool.texts(np.asarray(ids, dtype=np.int64)) if ids else []
-    with open(path, "w", encoding="utf-8") as handle:
-        for i, text in zip(ids, texts, strict=True):
-            row = {"id": int(i), "text": text, "label": str(labels[i])}
-            if keys is not None:
-                # Under the pool's own id column, so that the same recipe reads this file as --pool.
-                row[key_column] = keys[i]
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return path
+    positions = np.asarray(ids, dtype=np.int64)
+    texts = pool.texts(positions) if ids else []
+    extra = [f for f in fields if f not in ("id", "text", "label")]
+    values = {f: pool.select(positions)[f] for f in extra} if ids else {}
+    rows = []
+    for n, (i, text) in enumerate(zip(ids, texts, strict=True)):
+        row = {"id": int(i), "text": text, "label": str(labels[i])}
+        row.update({f: values[f][n] for f in extra})
+        if keys is not None:
+            # Under the pool's own id column, so that the same recipe reads this file as --pool.
+            row[key_column] = keys[i]
+        rows.append(row)
+    return write_jsonl(path, rows)
