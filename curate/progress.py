@@ -23,9 +23,11 @@ def enabled() -> bool:
     return os.environ.get("CURATE_QUIET", "") not in ("1", "true", "yes")
 
 
-def progress(items: Iterable[T], *, total: int | None = None, desc: str = "", unit: str = "it") -> Iterator[T]:
-    """Wrap ``items`` in a tqdm bar when progress is enabled (and the work is not trivially small)."""
-    if not enabled() or (total is not None and total <= 1):
+def progress(items: Iterable[T], *, total: int | None = None, desc: str = "", unit: str = "it",
+             min_total: int = 2) -> Iterator[T]:
+    """Wrap ``items`` in a tqdm bar when progress is enabled and ``total`` is at least ``min_total``
+    (a bar over one quick step is noise)."""
+    if not enabled() or (total is not None and total < min_total):
         yield from items
         return
     from tqdm.auto import tqdm

@@ -21,7 +21,9 @@ __all__ = ["CPU_DEFAULTS", "build_config", "lora_config", "quiet", "replace_dir"
            "write_json_atomic"]
 
 # TRL's defaults suit GPUs: bf16 autocast and gradient checkpointing make small CPU runs slower,
-# and checkpoints, reports and progress bars are the loop's business, not the trainer's.
+# and checkpoints and reports are the loop's business, not the trainer's. TRL's step bar stays (a
+# round can train for minutes) unless progress is off: ``disable_tqdm`` is set per call, from
+# :func:`curate.progress.enabled` (``--quiet``, ``CURATE_QUIET=1``).
 CPU_DEFAULTS: dict[str, Any] = {
     "per_device_train_batch_size": 4,
     "num_train_epochs": 1,
@@ -29,7 +31,6 @@ CPU_DEFAULTS: dict[str, Any] = {
     "save_strategy": "no",
     "report_to": "none",
     "logging_steps": 1,
-    "disable_tqdm": True,
     "seed": 0,
 }
 
@@ -50,7 +51,9 @@ def build_config(cls, output_dir: str | Path, train: Mapping[str, Any] | None, *
                               f"set it on the learner instead (it is used for scoring as well as training).")
     if "output_dir" in train:
         raise ConfigError(f"'{owner}.output_dir' is chosen by the learner (inside its run folder); remove it.")
-    defaults = dict(CPU_DEFAULTS)
+    from curate.progress import enabled as progress_enabled
+
+    defaults = {**CPU_DEFAULTS, "disable_tqdm": not progress_enabled()}
     if not {"gradient_checkpointing", "activation_checkpointing"} & set(train):
         # transformers 5 renamed it, and TRL's configs still default the old name to True: both go off
         # (checkpointing recomputes every layer in the backward pass, pure loss on small CPU runs).
@@ -80,11 +83,33 @@ def lora_config(lora: Mapping[str, Any] | None):
 
 
 def quiet(trainer):
-    """Keep the trainer's log history but stop it printing every step (the loop logs rounds)."""
-    from transformers.trainer_callback import PrinterCallback
+    """Keep the trainer's log history but stop it printing every step (the loop logs rounds); its
+    step bar stays when progress is on (``disable_tqdm`` False), without a printed line per log."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     trainer.remove_callback(PrinterCallback)
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(_training_bar())
     return trainer
+
+
+def _training_bar():
+    """transformers' own step bar (``ProgressCallback``), named, minus its ``write`` of every log dict:
+    with ``logging_steps=1`` that is one printed line per step, and the log history keeps them."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class TrainingBar(ProgressCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            from tqdm.auto import tqdm
+
+            if state.is_world_process_zero:
+                self.training_bar = tqdm(total=state.max_steps, desc="training", unit="step", dynamic_ncols=True)
+            self.current_step = 0
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            pass
+
+    return TrainingBar()
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -173,6 +198,10 @@ def train_sft(start: str | Path, rows: Sequence[Mapping[str, Any]], output_dir: 
         tokenizer.pad_token = tokenizer.eos_token
     clock = time.perf_counter()
     datasets.disable_progress_bars()  # TRL's five dataset passes print a bar each; the loop logs rounds
+    if args.disable_tqdm:  # quiet: transformers' weight-loading and saving bars go too
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     trainer = quiet(SFTTrainer(model=str(start), args=args, train_dataset=Dataset.from_list(list(rows)),
                                processing_class=tokenizer, peft_config=lora_config(lora)))
     result = trainer.train()

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from curate.backends.base import LMBackend
+from curate.backends.base import LMBackend, entropy_lower_bound
 from curate.backends.vllm import VLLMBackend
 from curate.errors import BackendError, ConfigError, MissingDependencyError
 
@@ -196,7 +196,7 @@ def test_generate_groups_samples_by_index_and_decodes_tokens(fake_vllm):
         "top_p": 0.9,
         "seed": 3,
         "max_tokens": 2,
-        "logprobs": 1,
+        "logprobs": 20,  # vLLM's default max_logprobs: the entropy bound reads them
     }
 
 
@@ -234,3 +234,95 @@ def test_score_options_falls_back_to_option_logprobs_and_counts_tokens_read(fake
     assert result.stats.forward_tokens == backend.usage.input_tokens // 2  # two identical calls so far
     with pytest.raises(ConfigError, match="one key per prompt"):
         backend.score_options(prompts, options, groups=["k"])
+
+
+def _entropy(probs) -> float:
+    p = np.asarray(probs, dtype=np.float64)
+    return float(-(p * np.log(p)).sum())
+
+
+def test_entropy_bound_is_exact_on_a_whole_distribution_and_below_the_truth_on_its_top_k():
+    p = np.array([0.5, 0.2, 0.1, 0.1, 0.05, 0.05])
+    assert entropy_lower_bound(np.log(p), k=6) == pytest.approx(_entropy(p))
+    # Top 2 of it: the 0.3 left is spread over tokens no likelier than 0.2 -> at least 0.3 * -log 0.2.
+    bound = entropy_lower_bound(np.log(p[:2]), k=2)
+    assert bound == pytest.approx(_entropy(p[:2]) - 0.3 * np.log(0.2))
+    renormalised = _entropy(p[:2] / p[:2].sum())
+    assert renormalised < bound < _entropy(p)
+    # The chosen token listed beside the top 1, outranked by unlisted ones: p_k is the top token's.
+    assert entropy_lower_bound(np.log([0.5, 0.05]), k=1) == pytest.approx(_entropy([0.5, 0.05]) - 0.45 * np.log(0.5))
+    assert entropy_lower_bound(np.log([0.3]), k=0) == pytest.approx(_entropy([0.3]))  # only what is listed
+    assert entropy_lower_bound([], k=5) == 0.0
+
+
+def test_generate_and_scoring_fill_a_finite_entropy_bound(fake_vllm):
+    backend = VLLMBackend("tiny")
+    [[sample]] = backend.generate(["a"], max_new_tokens=2)
+    # Each fake position lists a decoy (log-prob -0.01) and the chosen token (minus its length).
+    expected = [entropy_lower_bound([-0.01, -3.0], 20), entropy_lower_bound([-0.01, -4.0], 20)]
+    np.testing.assert_allclose(sample.logprobs.entropy, expected)
+    assert np.isfinite(sample.logprobs.mean_entropy) and sample.logprobs.mean_entropy > 0
+    [run] = backend.completion_logprobs(["Hello"], [" big world"])
+    np.testing.assert_allclose(run.entropy, [entropy_lower_bound([-0.01, -4.0], 1),
+                                             entropy_lower_bound([-0.01, -6.0], 1)])
+    assert np.isfinite(run.mean_entropy)
+
+
+def test_max_logprobs_of_the_engine_sets_the_top_k_asked_for(fake_vllm):
+    backend = VLLMBackend("tiny", engine_kwargs={"max_logprobs": 5})
+    backend.generate(["a"], max_new_tokens=1)
+    [(_, params)] = LLM.built[0].calls
+    assert params.kwargs["logprobs"] == 5
+    assert VLLMBackend("tiny", engine_kwargs={"max_logprobs": -1}).top_logprobs == 20
+
+
+RECIPE = """\
+paradigm: classify
+pool:
+  path: sample:reviews
+labels: [positive, negative]
+annotator:
+  kind: llm
+lm:
+  backend: vllm
+  model: tiny
+  device: cuda
+  options:
+    gpu_memory_utilization: 0.5
+    enable_prefix_caching: true
+stop:
+  rounds: 1
+"""
+
+
+def test_a_recipe_lm_block_reaches_the_engine_with_its_options_and_no_device(fake_vllm, tmp_path):
+    from curate.paradigms.classify.config import load_classify_config
+
+    from curate.build import LazyBackend, teacher_from
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text(RECIPE)
+    config = load_classify_config(path)
+    backend = LazyBackend(config.lm)()  # what every paradigm's build does with its lm: block
+    assert isinstance(backend, VLLMBackend)
+    backend.generate(["a"], max_new_tokens=1)
+    [llm] = LLM.built
+    assert llm.model == "tiny"
+    assert llm.kwargs == {"gpu_memory_utilization": 0.5, "enable_prefix_caching": True}
+    # A live teacher (SFT, distillation) from the same block takes the same path.
+    teacher = teacher_from("teacher", None, lm=config.lm)
+    teacher.backend.generate(["a"], max_new_tokens=1)
+    assert LLM.built[1].kwargs == llm.kwargs and "device" not in LLM.built[1].kwargs
+
+
+def test_a_recipe_with_the_vllm_backend_needs_vllm_on_first_use(monkeypatch, tmp_path):
+    from curate.paradigms.classify.config import load_classify_config
+
+    from curate.build import backend_from
+
+    monkeypatch.setitem(sys.modules, "vllm", None)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(RECIPE)
+    backend = backend_from(load_classify_config(path).lm)  # construction passes: vllm is imported on use
+    with pytest.raises(MissingDependencyError, match=r"pip install vllm"):
+        backend.completion_logprobs(["a"], [" b"])

@@ -23,7 +23,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 __all__ = ["BaseBackend", "Generation", "LMBackend", "OptionScores", "ScoringStats", "TokenLogprobs", "Usage",
-           "log_softmax_rows"]
+           "entropy_lower_bound", "log_softmax_rows"]
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,9 @@ class TokenLogprobs:
 
     tokens: tuple[str, ...]
     logprobs: np.ndarray  # float64, shape (len(tokens),)
-    # Entropy (nats) of the model's full next-token distribution at each position, when the
-    # backend can see it (transformers, vLLM with top-k logprobs); None otherwise.
+    # Entropy (nats) of the model's next-token distribution at each position: exact where the
+    # backend sees the full distribution (transformers), a lower bound from the top-k log-probs where
+    # it sees only those (vLLM: :func:`entropy_lower_bound`); None where it sees neither.
     entropy: np.ndarray | None = None
 
     @property
@@ -173,6 +174,27 @@ class LMBackend(Protocol):
     def chat_prompt(self, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool = True) -> str:
         """Render chat messages with the model's own chat template."""
         ...
+
+
+def entropy_lower_bound(logprobs: Sequence[float], k: int) -> float:
+    """A lower bound (nats) on the entropy of a next-token distribution of which only some log-probs
+    are known: ``logprobs`` holds the top ``k`` tokens' (and possibly one more, the token actually
+    chosen, wherever it ranks), as vLLM and OpenAI-style servers return them.
+
+    The listed tokens contribute ``-p log p`` each, exactly. The mass ``r`` they leave is spread over
+    unlisted tokens, none likelier than the ``k``-th listed one (``p_k``), so it contributes at least
+    ``-r log p_k``. The bound is exact when the listed tokens hold all the mass, never above the true
+    entropy, and above the entropy of the renormalised top-k (another lower bound) on random tests."""
+    p = np.sort(np.exp(np.asarray(logprobs, dtype=np.float64)))[::-1]
+    p = p[p > 0]
+    if not len(p):
+        return 0.0
+    seen = float(-(p * np.log(p)).sum())
+    rest = max(0.0, 1.0 - float(p.sum()))
+    if rest == 0.0 or k < 1:  # k < 1: the chosen token alone, which unlisted ones may outrank
+        return seen
+    kth = p[min(max(int(k), 1), len(p)) - 1]
+    return seen - rest * math.log(kth)
 
 
 def log_softmax_rows(x: np.ndarray) -> np.ndarray:

@@ -467,8 +467,12 @@ class OpenAICompatibleBackend(BaseBackend):
         return self.base_url.rstrip("/") + path
 
     def _each(self, send: Callable[[T], R], items: Sequence[T]) -> list[R]:
-        """``send(item)`` for every item, results in order: where requests fan out (one at a time for now)."""
-        return [send(item) for item in items]
+        """``send(item)`` for every item, results in order: where requests fan out (one at a time for now),
+        under a progress bar when there are many (none in quiet mode)."""
+        from curate.progress import progress
+
+        return [send(item) for item in progress(items, total=len(items), desc=f"{self.model} requests",
+                                                 unit="request", min_total=8)]
 
     def _completions(self, texts: list[str], payload: dict, *, kind: str, n: int = 1) -> list[dict]:
         """The choices of ``/completions`` for each text (``n`` each, in order), ``batch_size`` texts per request."""

@@ -4,6 +4,11 @@
 module imports on machines without a GPU. Completion log-probs come from ``prompt_logprobs``: vLLM scores
 every prompt token given the ones before it, so we send prompt + completion as one prompt and keep the
 positions after the prompt's own tokens.
+
+vLLM returns only the top-k log-probs at each position, never the full distribution, so the per-token
+``entropy`` of its :class:`TokenLogprobs` is a lower bound (:func:`~curate.backends.base.entropy_lower_bound`)
+from the top ``max_logprobs`` (vLLM's engine argument, default 20) of each generated token, and from the top
+1 of each scored prompt token (scoring stays cheap; the bound there is coarse).
 """
 
 from __future__ import annotations
@@ -13,10 +18,19 @@ from typing import Any
 
 import numpy as np
 
-from curate.backends.base import BaseBackend, Generation, TokenLogprobs, _check_same_length
+from curate.backends.base import (
+    BaseBackend,
+    Generation,
+    TokenLogprobs,
+    _check_same_length,
+    entropy_lower_bound,
+)
 from curate.errors import BackendError, ConfigError, MissingDependencyError
 
 __all__ = ["VLLMBackend"]
+
+# vLLM's default max_logprobs: the most log-probs per position it returns unless the engine allows more.
+DEFAULT_TOP_LOGPROBS = 20
 
 
 def _import_vllm() -> Any:
@@ -24,9 +38,10 @@ def _import_vllm() -> Any:
         import vllm
     except ImportError as exc:
         raise MissingDependencyError(
-            "VLLMBackend needs the 'vllm' package, which is not installed. Install it with "
-            "pip install 'curate[vllm]' (Linux with a CUDA GPU), or use the transformers or "
-            "OpenAI-compatible backend instead."
+            "VLLMBackend needs the 'vllm' package, which is not installed. On a Linux machine with a CUDA "
+            "GPU, pip install vllm (or pip install 'curate[vllm]') into an environment whose torch is the "
+            "one that vLLM release wants: it brings its own CUDA torch, so never install it over the CPU "
+            "torch of a ./run environment. Or use lm.backend hf or openai (a served vLLM) instead."
         ) from exc
     return vllm
 
@@ -39,7 +54,8 @@ class VLLMBackend(BaseBackend):
     model : a Hugging Face model name or local path.
     seed : the engine's seed (per-call sampling seeds are passed to ``generate``).
     engine_kwargs : passed unchanged to ``vllm.LLM`` (``dtype``, ``gpu_memory_utilization``,
-        ``max_model_len``, ``tensor_parallel_size``, ...).
+        ``max_model_len``, ``tensor_parallel_size``, ...); a recipe's ``lm.options``. Its ``max_logprobs``
+        (vLLM's default: 20) is also how many top log-probs each generated token's entropy bound reads.
     """
 
     name = "vllm"
@@ -55,8 +71,17 @@ class VLLMBackend(BaseBackend):
     def _engine(self) -> Any:
         if self._llm is None:
             self._vllm = _import_vllm()
-            self._llm = self._vllm.LLM(model=self.model, seed=self.seed, **dict(self.engine_kwargs or {}))
+            from curate.models import resolve_lm
+
+            # The embedded default LM's name maps to its converted local folder, as for transformers.
+            self._llm = self._vllm.LLM(model=resolve_lm(self.model), seed=self.seed, **dict(self.engine_kwargs or {}))
         return self._llm
+
+    @property
+    def top_logprobs(self) -> int:
+        """Log-probs per generated token asked of vLLM: the engine's ``max_logprobs`` (-1: no cap)."""
+        cap = int((self.engine_kwargs or {}).get("max_logprobs", DEFAULT_TOP_LOGPROBS))
+        return DEFAULT_TOP_LOGPROBS if cap < 0 else cap
 
     @property
     def tokenizer(self) -> Any:
@@ -88,7 +113,7 @@ class VLLMBackend(BaseBackend):
                 f"vLLM returned prompt_logprobs for {None if per_position is None else len(per_position)} "
                 f"positions; expected {len(ids)}. Is this vLLM version >= 0.6?"
             )
-        tokens, values = [], []
+        tokens, values, entropy = [], [], []
         for position in range(start, len(ids)):
             candidates = per_position[position]
             if candidates is None:  # the first token of a text has no context, so no log-prob
@@ -96,7 +121,8 @@ class VLLMBackend(BaseBackend):
             token, logprob = self._chosen(candidates, ids[position])
             tokens.append(token)
             values.append(logprob)
-        return TokenLogprobs(tuple(tokens), np.array(values, dtype=np.float64))
+            entropy.append(_entropy(candidates, 1))
+        return TokenLogprobs(tuple(tokens), np.array(values, dtype=np.float64), np.array(entropy, dtype=np.float64))
 
     def _chosen(self, candidates: Mapping[int, Any], token_id: int) -> tuple[str, float]:
         """The text and log-prob of the token actually present, from vLLM's ``{token_id: Logprob}``."""
@@ -124,7 +150,7 @@ class VLLMBackend(BaseBackend):
             raise ConfigError(f"'max_new_tokens' must be an int >= 1. Got {max_new_tokens!r} instead.")
         llm = self._engine()
         params = self._vllm.SamplingParams(
-            n=n, temperature=temperature, top_p=top_p, seed=seed, max_tokens=max_new_tokens, logprobs=1
+            n=n, temperature=temperature, top_p=top_p, seed=seed, max_tokens=max_new_tokens, logprobs=self.top_logprobs
         )
         outputs = llm.generate(list(prompts), params, use_tqdm=False)
         self._record_usage(outputs, kind="generate")
@@ -137,10 +163,13 @@ class VLLMBackend(BaseBackend):
                 f"vLLM returned log-probs for {len(steps)} of {len(completion.token_ids)} generated tokens."
             )
         chosen = [self._chosen(step, tid) for step, tid in zip(steps, completion.token_ids, strict=True)]
+        k = self.top_logprobs
         return Generation(
             text=completion.text,
             logprobs=TokenLogprobs(
-                tuple(t for t, _ in chosen), np.array([v for _, v in chosen], dtype=np.float64)
+                tuple(t for t, _ in chosen),
+                np.array([v for _, v in chosen], dtype=np.float64),
+                np.array([_entropy(step, k) for step in steps], dtype=np.float64),
             ),
             finish_reason=completion.finish_reason or "stop",
         )
@@ -156,5 +185,10 @@ class VLLMBackend(BaseBackend):
         self.usage.add(read, written, kind=kind)
 
 
+def _entropy(candidates: Mapping[int, Any], k: int) -> float:
+    """The entropy lower bound at one position from vLLM's ``{token_id: Logprob}`` (top ``k`` + chosen)."""
+    return entropy_lower_bound([float(entry.logprob) for entry in candidates.values()], k)
+
+
 def _empty_run() -> TokenLogprobs:
-    return TokenLogprobs((), np.zeros(0, dtype=np.float64))
+    return TokenLogprobs((), np.zeros(0, dtype=np.float64), np.zeros(0, dtype=np.float64))

@@ -85,7 +85,7 @@ def build(config: ClassifyConfig, folder: RunFolder, *, evaluate: bool = True) -
             out.update(generated=str(write_generated(folder.path)), generation=generation_summary(folder.path))
         return out
 
-    return Built(loop, config.stop.rounds, metric="test accuracy", finish=finish, export=export)
+    return Built(loop, config.stop.rounds, metric="held-out accuracy (eval set)", finish=finish, export=export)
 
 
 def _accuracy(config: ClassifyConfig, embedder):

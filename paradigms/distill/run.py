@@ -187,7 +187,8 @@ def build(config: DistillConfig, folder: RunFolder, *, evaluate: bool = True) ->
                                            accuracy_size=ev.accuracy_size, max_new_tokens=ev.max_new_tokens)
         return out
 
-    return Built(run.loop, config.stop.rounds, metric="held-out loss (nats/token)", finish=finish, export=export)
+    return Built(run.loop, config.stop.rounds, metric="held-out mean NLL (nats/token)", finish=finish,
+                 export=export)
 
 
 def _eval_rows(config: DistillConfig) -> list[dict]:

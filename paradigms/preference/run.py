@@ -187,7 +187,7 @@ def build(config: PrefsConfig, folder: RunFolder, *, evaluate: bool = True) -> B
         path = export_run(run)
         return path if out is None else save_dataset(_read_jsonl(path), out)
 
-    return Built(run.loop, config.stop.rounds, metric="held-out pair accuracy", export=export,
+    return Built(run.loop, config.stop.rounds, metric="held-out pair accuracy (gold ties left out)", export=export,
                  finish=lambda result: {"export": str(export_run(run))})
 
 

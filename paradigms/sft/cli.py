@@ -27,6 +27,9 @@ def add_actions(sub) -> dict[str, Any]:
     cur.add_argument("--column", action="append", default=[], metavar="ROLE=COLUMN",
                      help="map roles to columns, e.g. prompt=instruction response=output")
     cur.add_argument("--lm", default=None, help="scorer LM id or path (default: embedded SmolLM2-135M-Instruct)")
+    cur.add_argument("--backend", default="hf", choices=["hf", "vllm", "openai"], help="scorer LM backend (default: hf)")
+    cur.add_argument("--base-url", default=None, help="server URL for --backend openai")
+    cur.add_argument("--device", default="cpu", help="device of the hf backend (default: cpu)")
     cur.add_argument("--no-chat", action="store_true", help="score raw prompts, without the chat template")
     cur.add_argument("--format", default="messages", choices=["messages", "prompt_completion", "raw"])
     cur.add_argument("--out", required=True, help="output .jsonl / .parquet / folder")
@@ -72,7 +75,8 @@ def _curate(args: argparse.Namespace) -> int:
         from curate.config import LMConfig
         from curate.models import DEFAULT_LM
 
-        backend = backend_from(LMConfig(backend="hf", model=args.lm or DEFAULT_LM, device="cpu"))
+        backend = backend_from(LMConfig(backend=args.backend, model=args.lm or DEFAULT_LM, device=args.device,
+                                        base_url=args.base_url))
     rows = curate_instructions(pool, budget=args.budget, scores=scores, weights=weights,
                                min_distance=args.min_distance, backend=backend, chat=not args.no_chat)
     out = rows if args.format == "raw" else to_trl(rows, args.format)

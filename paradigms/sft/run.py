@@ -131,7 +131,7 @@ def build(config: SFTConfig, folder: RunFolder, *, evaluate: bool = True) -> Bui
                     len(learner.pseudo_), learner.current_)
         return out
 
-    return Built(loop, config.stop.rounds, metric="held-out log-likelihood / token", finish=finish, export=export)
+    return Built(loop, config.stop.rounds, metric="held-out mean log-likelihood (nats/token)", finish=finish, export=export)
 
 
 def _loglik(config: SFTConfig):
