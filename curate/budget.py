@@ -42,8 +42,8 @@ class Prices:
     def __post_init__(self) -> None:
         for name in ("human_per_label", "llm_input_per_million", "llm_output_per_million"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value < 0 or math.isnan(value):
-                raise ConfigError(f"The '{name}' price must be a non-negative number. Got {value!r} instead.")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise ConfigError(f"The '{name}' price must be a finite non-negative number. Got {value!r} instead.")
 
     def micros(self, *, human_labels: int = 0, input_tokens: int = 0, output_tokens: int = 0) -> int:
         amount = (human_labels * self.human_per_label + input_tokens * self.llm_input_per_million / 1e6
@@ -77,8 +77,9 @@ class Ledger:
     entries: list[Charge] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.budget is not None and (self.budget < 0 or math.isnan(self.budget)):
-            raise ConfigError(f"The money budget must be non-negative. Got {self.budget!r} instead.")
+        if self.budget is not None and not 0 <= self.budget < math.inf:
+            raise ConfigError(f"The money budget must be a finite non-negative number (None: no money budget). "
+                              f"Got {self.budget!r} instead.")
 
     @property
     def budget_micros(self) -> int | None:

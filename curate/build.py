@@ -117,12 +117,15 @@ def annotator_from(spec, *, labels: Sequence[Any] | None, machine: Callable[[], 
     ``queue_dir``, ``queue_format``), one of ``machine_kinds`` (the paradigm's machine annotator,
     built by ``machine()``: an LLM labeller, a pairwise judge, a teacher), or ``hybrid``: the
     machine's labels at or above ``threshold`` are kept and the rest go to people (``human: queue``)
-    or to the gold labels standing in for them (``human: gold``). ``labels`` is the label set people
-    choose from (None: they write free text)."""
+    or to the gold labels standing in for them (``human: gold``), or to Label Studio (``human:
+    labelstudio``). ``labelstudio`` is people in a live Label Studio (options in ``label_studio``:
+    project, url, api_key_env, model_version, timeout). ``labels`` is the label set people choose
+    from (None: they write free text)."""
     from curate.annotate.base import GoldAnnotator
 
     kind = spec.kind
-    gold = GoldAnnotator(column=getattr(spec, "column", gold_column), source="human")  # billed as people
+    classes = list(labels) if labels and all(isinstance(x, (str, int)) for x in labels) else None
+    gold = GoldAnnotator(column=getattr(spec, "column", gold_column), source="human", labels=classes)  # billed as people
 
     def queue():
         from curate.annotate.human import HumanQueueAnnotator
@@ -132,10 +135,20 @@ def annotator_from(spec, *, labels: Sequence[Any] | None, machine: Callable[[], 
         return HumanQueueAnnotator(spec.queue_dir, labels=None if labels is None else list(labels),
                                    fmt=getattr(spec, "queue_format", "jsonl"))
 
+    def label_studio():  # people in a live Label Studio, through label-studio-sdk
+        from curate.annotate.label_studio import LabelStudioAnnotator
+
+        if labels is None:
+            raise ConfigError(f"{where}: Label Studio is for a label set; people who write free text use kind 'human'.")
+        return LabelStudioAnnotator.from_options(list(labels), getattr(spec, "label_studio", None) or {},
+                                                 where=f"{where}.label_studio")
+
     if kind == "gold":
         return gold
     if kind == "human":
         return queue()
+    if kind == "labelstudio":
+        return label_studio()
     if machine is None:
         raise ConfigError(f"{where}.kind '{kind}' is not known here; use gold or human.")
     if kind in tuple(machine_kinds):
@@ -145,9 +158,15 @@ def annotator_from(spec, *, labels: Sequence[Any] | None, machine: Callable[[], 
 
         # People first: a missing queue_dir is reported before any model loads. ``human: gold``
         # simulates them with the gold labels.
-        human = gold if getattr(spec, "human", "queue") == "gold" else queue()
-        return HybridAnnotator(machine(), human, threshold=spec.threshold)
-    kinds = ["gold", "human", *machine_kinds, "hybrid"]
+        people = getattr(spec, "human", "queue")
+        human = gold if people == "gold" else label_studio() if people == "labelstudio" else queue()
+        llm = machine()
+        if people == "labelstudio":  # the LLM's label of a routed item becomes its task's prediction
+            from curate.annotate.label_studio import RecordPredictions
+
+            llm = RecordPredictions(llm, human)
+        return HybridAnnotator(llm, human, threshold=spec.threshold)
+    kinds = ["gold", "human", "labelstudio", *machine_kinds, "hybrid"]
     raise ConfigError(f"{where}.kind must be one of {', '.join(kinds)}. Got '{kind}' instead.")
 
 

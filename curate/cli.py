@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from curate.errors import CurateError
+from curate.outputs import check_output
 
 __all__ = ["main"]
 
@@ -31,10 +32,14 @@ def _columns(pairs: Sequence[str]) -> dict[str, str]:
 
 
 def _add_pool_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("pool", help="JSONL/JSON/CSV/TSV/Parquet file, saved datasets folder, or hub dataset name")
+    p.add_argument("pool", help="JSONL/JSON/CSV/TSV/Parquet or '<label> <text>' line file, saved datasets folder, "
+                   "sample:NAME, or hf:NAME for a hub dataset")
     p.add_argument("--column", action="append", default=[], metavar="ROLE=COLUMN",
                    help="map a role (text, label, prompt, response, chosen, rejected) to a column; repeatable")
     p.add_argument("--split", default="train", help="split of a hub dataset or saved DatasetDict (default: train)")
+    p.add_argument("--format", default=None, dest="pool_format", metavar="FORMAT",
+                   help="read the pool file as jsonl, json, csv, tsv, parquet or lines (default: from the suffix); "
+                   "lines = '<label> <text>' per line, options lines:label_last / lines:no_label / lines:tab")
 
 
 def build_parser(plugins: Sequence[Any] | None = None) -> tuple[argparse.ArgumentParser, dict]:
@@ -61,20 +66,20 @@ def build_parser(plugins: Sequence[Any] | None = None) -> tuple[argparse.Argumen
     query = isub.add_parser("query", help="nearest pool items to a text")
     query.add_argument("index", help="folder written by 'curate index build'")
     query.add_argument("--text", required=True, action="append", help="query text; repeatable")
-    query.add_argument("-k", type=int, default=5, help="neighbours per query (default: 5)")
+    query.add_argument("-k", type=_at_least(1), default=5, help="neighbours per query (default: 5)")
     query.add_argument("--embedder", default=None, help="defaults to the model the index was built with")
 
     select = sub.add_parser("select", help="one-shot selection: the K items to label next, to a file")
     _add_pool_args(select)
     select.add_argument("--strategy", required=True, help="e.g. random, entropy, margin, kcenter, kmeans, votek, badge")
-    select.add_argument("--budget", type=int, required=True, help="how many items to select")
+    select.add_argument("--budget", type=_at_least(1), required=True, help="how many items to select")
     select.add_argument("--out", required=True, help="output .jsonl or .csv with rank, id, score and the row")
     select.add_argument("--labels", default=None,
                         help="comma-separated classes; rows whose label is one of them count as labelled and "
                              "train the model that uncertainty strategies need")
     select.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="strategy parameter; repeatable")
     select.add_argument("--embedder", default=None, help="embedder id or path (default: all-MiniLM-L6-v2)")
-    select.add_argument("--seed", type=int, default=0)
+    select.add_argument("--seed", type=_at_least(0), default=0)
     select.add_argument("--allow-fewer", action="store_true", help="take what is left when fewer than --budget remain")
 
     _add_run_arguments(sub.add_parser("run", help="run a recipe of any paradigm (its 'paradigm:' key says which)"))
@@ -89,15 +94,17 @@ def build_parser(plugins: Sequence[Any] | None = None) -> tuple[argparse.Argumen
     gen = sub.add_parser("generate", help="generate new labelled examples, checked by rejection sampling")
     gen.add_argument("--task", required=True, help="what the examples are, e.g. 'movie review sentiment'")
     gen.add_argument("--labels", required=True, help="comma-separated labels to generate for (balanced)")
-    gen.add_argument("--n", type=int, required=True, help="accepted examples wanted")
+    gen.add_argument("--n", type=_at_least(1), required=True, help="accepted examples wanted")
     gen.add_argument("--out", required=True, help="output .jsonl (text, label, source)")
     gen.add_argument("--examples", default=None, help="pool with text/label to imitate (label-conditioned generation)")
     gen.add_argument("--dedup-against", default=None, help="pool whose texts generated ones must not duplicate")
     gen.add_argument("--lm", default=None, help="generator and filter LM (default: embedded SmolLM2-135M-Instruct)")
     gen.add_argument("--device", default="auto")
+    gen.add_argument("--backend", default="hf", choices=["hf", "vllm", "openai"], help="LM backend (default: hf)")
+    gen.add_argument("--base-url", default=None, help="server URL for --backend openai")
     gen.add_argument("--temperature", type=float, default=0.9)
-    gen.add_argument("--max-new-tokens", type=int, default=40)
-    gen.add_argument("--batch-size", type=int, default=8)
+    gen.add_argument("--max-new-tokens", type=_at_least(1), default=40)
+    gen.add_argument("--batch-size", type=_at_least(1), default=8)
     gen.add_argument("--label-threshold", type=float, default=0.5,
                      help="reject when the LM gives the intended label less than this probability (0 = off)")
     gen.add_argument("--judge-threshold", type=float, default=0.0, help="Ask-LLM quality threshold (0 = off)")
@@ -105,7 +112,7 @@ def build_parser(plugins: Sequence[Any] | None = None) -> tuple[argparse.Argumen
     gen.add_argument("--max-cost", type=float, default=None, help="cost cap in currency (needs --price-in/--price-out)")
     gen.add_argument("--price-in", type=float, default=0.0, help="price per 1M input tokens")
     gen.add_argument("--price-out", type=float, default=0.0, help="price per 1M output tokens")
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--seed", type=_at_least(0), default=0)
 
     score = sub.add_parser("score", help="score a pool with the LM into a new column")
     _add_pool_args(score)
@@ -194,6 +201,21 @@ def _with_default_action(argv: list[str], names: Sequence[str]) -> list[str]:
     return argv
 
 
+def _at_least(low: int):
+    """An argparse type: an integer >= ``low``, or argparse's own clear error."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         from curate.plugins import installed
@@ -222,6 +244,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CurateError as err:
         print(f"curate: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("curate: interrupted; what was bought is in the run's journal (`curate resume` continues).",
+              file=sys.stderr)
+        return 130
+    except Exception as err:  # a bug or an unforeseen input: one paragraph, the traceback only with -v
+        if args.verbose:
+            raise
+        print(f"curate: internal error: {type(err).__name__}: {err}\nThis is a bug in curate or an input it does "
+              "not check yet; nothing past the last journalled step was bought. Run again with -v for the "
+              "traceback, and please report it.", file=sys.stderr)
+        return 1
 
 
 def _silence_hf() -> None:
@@ -249,7 +282,8 @@ def _index(args) -> int:
     from curate.pool import load_pool
 
     if args.index_command == "build":
-        pool = load_pool(args.pool, columns=_columns(args.column), split=args.split)
+        check_output(args.out, inputs=[args.pool], folder=True)
+        pool = load_pool(args.pool, columns=_columns(args.column), split=args.split, format=args.pool_format)
         embedder = load_embedder(args.embedder or DEFAULT_EMBEDDER)
         index = EmbeddingIndex.from_pool(pool, embedder, kind=args.kind)
         index.save(args.out)
@@ -277,7 +311,8 @@ def _select(args) -> int:
     from curate.models import DEFAULT_EMBEDDER
     from curate.pool import load_pool
 
-    pool = load_pool(args.pool, columns=_columns(args.column), split=args.split)
+    check_output(args.out, inputs=[args.pool])
+    pool = load_pool(args.pool, columns=_columns(args.column), split=args.split, format=args.pool_format)
     params = {}
     for item in args.param:
         key, sep, raw = item.partition("=")
@@ -358,24 +393,34 @@ def _label(args) -> int:
     return 0
 
 
+def _lm_backend(args):
+    """The LM of ``--backend``/``--lm``/``--device``/``--base-url``, built as a recipe's ``lm:`` block is
+    (:func:`curate.build.backend_from`: the device goes to local transformers only, never to vLLM)."""
+    from curate.build import backend_from
+    from curate.config import LMConfig
+    from curate.models import DEFAULT_LM
+
+    return backend_from(LMConfig(backend=args.backend, model=args.lm or DEFAULT_LM, device=args.device,
+                                 base_url=args.base_url))
+
+
 def _generate(args) -> int:
     import json
     from pathlib import Path
 
     import numpy as np
 
-    from curate.backends import load_backend
     from curate.budget import Ledger, Prices
     from curate.embed import load_embedder
     from curate.generate import Generator, generate_accepted, standard_filters, worst_case_tokens
     from curate.index import EmbeddingIndex
-    from curate.models import DEFAULT_LM
     from curate.pool import load_pool
 
     labels = [x.strip() for x in args.labels.split(",") if x.strip()]
     if len(labels) < 1:
         raise CurateError("--labels needs at least one label.")
-    backend = load_backend("hf", args.lm or DEFAULT_LM, device=args.device)
+    check_output(args.out, inputs=[args.examples, getattr(args, "pool", None)])
+    backend = _lm_backend(args)
     embedder = load_embedder()
     examples = None
     if args.examples:
@@ -411,17 +456,13 @@ def _generate(args) -> int:
 def _score(args) -> int:
     import numpy as np
 
-    from curate.backends import load_backend
     from curate.errors import ConfigError
     from curate.export import save_dataset
-    from curate.models import DEFAULT_LM
     from curate.pool import load_pool
 
-    pool = load_pool(args.pool, columns=_columns(args.column), split=args.split)
-    kwargs = {"device": args.device} if args.backend in ("hf", "vllm") else {}
-    if args.base_url:
-        kwargs["base_url"] = args.base_url
-    backend = load_backend(args.backend, args.lm or DEFAULT_LM, **kwargs)
+    check_output(args.out, inputs=[args.pool])
+    pool = load_pool(args.pool, columns=_columns(args.column), split=args.split, format=args.pool_format)
+    backend = _lm_backend(args)
     texts = pool.texts()
     if args.kind == "perplexity":
         values = backend.perplexity(texts)

@@ -248,26 +248,68 @@ class EmbeddingIndex:
 
     @classmethod
     def load(cls, folder: str | Path, *, mmap: bool = False) -> EmbeddingIndex:
+        """A saved index, checked whole: every file there, readable, of the sizes ``meta.json``
+        records, or a DataError naming the file and what is wrong (rebuild with ``curate index build``)."""
         folder = Path(folder)
         meta_path = folder / "meta.json"
+        if not folder.is_dir():
+            raise DataError(f"{folder}: not a saved index (no such folder). Build one with `curate index build`.")
         if not meta_path.exists():
             raise DataError(f"{folder}: not a saved index (no meta.json). Build one with `curate index build`.")
-        meta = json.loads(meta_path.read_text())
+        meta = _read_meta(meta_path)
         if meta.get("format_version") != _FORMAT_VERSION:
             raise DataError(f"{folder}: index format {meta.get('format_version')} is not {_FORMAT_VERSION}; rebuild it.")
-        index = cls(meta["dim"], model=meta["model"], kind=meta["kind"], approximate_above=meta["approximate_above"],
-                    ef_search=meta["ef_search"], nprobe=meta["nprobe"], normalize=meta["normalize"])
-        index._vectors = np.load(folder / "vectors.npy", mmap_mode="r" if mmap else None)
-        index._ids = np.load(folder / "ids.npy")
-        if len(index._ids) != meta["count"] or len(index._vectors) != meta["count"]:
-            raise DataError(f"{folder}: meta.json says {meta['count']} vectors but the files hold "
+        try:
+            index = cls(int(meta["dim"]), model=str(meta["model"]), kind=str(meta["kind"]),
+                        approximate_above=int(meta["approximate_above"]), ef_search=meta["ef_search"],
+                        nprobe=int(meta["nprobe"]), normalize=bool(meta["normalize"]))
+            count, factory = int(meta["count"]), meta.get("factory")
+        except (KeyError, TypeError, ValueError) as err:
+            raise DataError(f"{meta_path}: not the metadata curate writes ({type(err).__name__}: {err}); rebuild the "
+                            "index with `curate index build`.") from None
+        index._vectors = _read_array(folder / "vectors.npy", mmap)
+        index._ids = _read_array(folder / "ids.npy", False)
+        if index._vectors.ndim != 2 or index._vectors.shape[1] != index.dim or index._ids.ndim != 1:
+            raise DataError(f"{folder}: vectors.npy is {index._vectors.shape} and ids.npy {index._ids.shape}, not "
+                            f"(count, {index.dim}) and (count,) as meta.json says; rebuild the index.")
+        if len(index._ids) != count or len(index._vectors) != count:
+            raise DataError(f"{folder}: meta.json says {count} vectors but the files hold "
                             f"{len(index._vectors)} vectors and {len(index._ids)} ids.")
         index._pos_of = dict(zip(index._ids.tolist(), range(len(index._ids)), strict=True))
+        if len(index._pos_of) != len(index._ids):
+            raise DataError(f"{folder / 'ids.npy'}: ids repeat; rebuild the index.")
         if (folder / "index.faiss").exists():
-            index._index = _faiss().read_index(str(folder / "index.faiss"))
-            index.factory_ = meta["factory"]
+            try:
+                index._index = _faiss().read_index(str(folder / "index.faiss"))
+            except RuntimeError as err:
+                raise DataError(f"{folder / 'index.faiss'}: FAISS cannot read it ({str(err).splitlines()[0][:200]}); "
+                                "rebuild the index with `curate index build`.") from None
+            if index._index.ntotal != count or index._index.d != index.dim:
+                raise DataError(f"{folder / 'index.faiss'} holds {index._index.ntotal} vectors of dim {index._index.d}, "
+                                f"not {count} of dim {index.dim}; rebuild the index.")
+            index.factory_ = factory
             index._tune(index._index)
         return index
+
+
+def _read_meta(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise DataError(f"{path}: not readable JSON ({err}); rebuild the index with `curate index build`.") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{path}: not the metadata curate writes (a JSON object); rebuild the index.")
+    return meta
+
+
+def _read_array(path: Path, mmap: bool) -> np.ndarray:
+    if not path.exists():
+        raise DataError(f"{path} is missing: the saved index is incomplete; rebuild it with `curate index build`.")
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise DataError(f"{path}: not a readable array ({str(err)[:200]}); the saved index is damaged, rebuild it "
+                        "with `curate index build`.") from None
 
 
 # ---------------------------------------------------------------------------------------------- k-means

@@ -135,6 +135,7 @@ class ActiveLoop:
         return worst_case(self, rounds)
 
     def run(self) -> LoopResult:
+        self.preflight()
         with run_lock(self.run_dir):
             journal = Journal.of(self.run_dir)
             try:
@@ -253,6 +254,14 @@ class ActiveLoop:
             journal.record(Annotation(int(item_id), label, "seed", 1.0, note="initial label"),
                            Charge("seed", 0, item_id=int(item_id), round=0), round=0)
         logger.info("recorded %d initial (seed) labels at no cost", len(self.initial_labels))
+
+    def preflight(self) -> None:
+        """Checks that need no money, run before the first paid call: the annotator's own (the gold
+        labels are among the learner's classes...), through every annotator a router holds."""
+        for part in _annotators(self.annotator):
+            check = getattr(part, "check", None)
+            if callable(check):
+                check(self.pool)
 
     def check_resumable(self) -> None:
         """Everything :meth:`run` checks about the journal in ``run_dir`` before it buys (whole, of
@@ -449,3 +458,13 @@ def _paying_parts(strategy, depth: int = 0) -> list:
 def _unique(parts: list) -> list:
     seen: set[int] = set()
     return [p for p in parts if not (id(p) in seen or seen.add(id(p)))]
+
+
+def _annotators(annotator, depth: int = 0) -> list:
+    """``annotator`` and those it routes to (a hybrid's LLM and people, a verifier)."""
+    found = [annotator]
+    if depth < 3 and hasattr(annotator, "__dict__"):
+        for part in vars(annotator).values():
+            if part is not annotator and callable(getattr(part, "annotate", None)):
+                found += _annotators(part, depth + 1)
+    return found

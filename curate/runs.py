@@ -22,6 +22,7 @@ import yaml
 from curate.errors import ConfigError
 from curate.journal import FILE as JOURNAL_FILE
 from curate.lock import run_lock
+from curate.outputs import check_output
 
 __all__ = ["CONFIG", "JOURNAL", "Built", "RunFolder", "RunOutcome", "curve_table", "execute", "export_run", "labelled_rows", "resume_run",
            "start_run"]
@@ -214,6 +215,7 @@ def execute(paradigm, config, folder: RunFolder, *, dry_run: bool = False, resum
             **options: Any) -> RunOutcome:
     """Build ``paradigm``'s run of ``config`` in ``folder``, price its worst case, and (unless
     ``dry_run``) write the config and run the loop: one lifecycle for every paradigm."""
+    check_output(folder.path, what="the run folder", folder=True)
     if dry_run:
         return _execute(paradigm, config, folder, dry_run=True, resume=resume, **options)
     with run_lock(folder.path):  # a second process on this folder fails here, before anything is built
@@ -227,9 +229,11 @@ def _execute(paradigm, config, folder: RunFolder, *, dry_run: bool, resume: bool
         folder.check_consistent()  # a damaged or emptied folder is refused before anything is built
     built = paradigm.build(config, folder, **options)
     estimate = built.loop.worst_case(built.rounds)
+    built.loop.preflight()  # what needs no money is checked in a dry run too
     if dry_run:
         return RunOutcome(folder, estimate)
-    built.loop.check_resumable()  # before the config is rewritten: a refused resume leaves the folder as it was
+    # Before the folder is written to: a refused run or resume leaves it as it was, and costs nothing.
+    built.loop.check_resumable()
     if resume:
         folder.save_config(config, paradigm.name)
     else:

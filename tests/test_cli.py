@@ -112,3 +112,32 @@ def test_generate_with_smollm2_accepts_real_examples(tmp_path):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 2 and len({r["text"] for r in rows}) == 2
     assert all(len(r["text"]) >= 12 for r in rows)
+
+
+@pytest.mark.parametrize("command", [
+    ["score", "{pool}", "--kind", "perplexity", "--backend", "vllm", "--lm", "some/model", "--out", "{out}"],
+    ["generate", "--task", "sentiment", "--labels", "a,b", "--n", "1", "--backend", "vllm", "--lm", "some/model",
+     "--out", "{out}"],
+])
+def test_vllm_backend_without_vllm_exits_2_naming_the_install(command, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` fails even where it is installed
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text('{"text": "a b c"}\n')
+    argv = [a.format(pool=pool, out=tmp_path / "out.jsonl") for a in command]
+    assert main(["--quiet", *argv]) == 2
+    err = capsys.readouterr().err
+    assert "pip install vllm" in err and "Traceback" not in err
+    assert "device" not in err  # the device is never passed to vLLM
+
+
+@pytest.mark.real
+def test_a_recipe_run_on_vllm_without_vllm_exits_2_naming_the_install(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here: the run would start it")
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml"
+    proc = run_cli("run", str(recipe), "--set", "lm.backend=vllm", "--out", str(tmp_path / "run"))
+    assert proc.returncode == 2
+    assert "pip install vllm" in proc.stderr and "Traceback" not in proc.stderr

@@ -8,13 +8,14 @@ still carries its cost, and the item stays unlabelled.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from curate.budget import Prices
+from curate.errors import ConfigError, DataError
 
 __all__ = ["Annotation", "Annotator", "AwaitingHumanLabels", "GoldAnnotator"]
 
@@ -65,11 +66,31 @@ class GoldAnnotator:
 
     name = "gold"
 
-    def __init__(self, column: str = "label", source: str = "human") -> None:
+    def __init__(self, column: str = "label", source: str = "human", labels: Sequence[Any] | None = None) -> None:
         self.column = column
         self.source = source
+        self.labels = None if labels is None else list(labels)  # the classes the gold labels must be among
         self._labels: list | None = None
         self._pool = None  # the pool the labels were read from (held, so its identity is not reused)
+
+    def check(self, pool) -> None:
+        """Before anything is bought: the gold column exists, has a label for every row, and (given
+        ``labels``) only values among them, so a mismatch never costs a round."""
+        if self.column not in pool.dataset.column_names:
+            raise ConfigError(f"The gold annotator reads labels from column '{self.column}', which the pool "
+                              f"{pool.source} does not have (columns: {', '.join(pool.dataset.column_names)}).")
+        values = pool.column(self.column)
+        missing = [i for i, v in enumerate(values) if v is None][:5]
+        if missing:
+            raise DataError(f"{pool.source}: the gold column '{self.column}' is empty at row(s) {missing}.")
+        if self.labels is not None:
+            known = {str(x) for x in self.labels}
+            unknown = sorted({str(v) for v in values} - known)
+            if unknown:
+                rows = [i for i, v in enumerate(values) if str(v) not in known][:3]
+                raise ConfigError(f"{pool.source}: gold labels {unknown[:5]} (column '{self.column}', e.g. row(s) "
+                                  f"{rows}) are not among the recipe's labels {self.labels}. Make 'labels' list the "
+                                  "classes the data uses.")
 
     def annotate(self, pool, ids: np.ndarray, *, labeled: Mapping[int, Any] | None = None) -> Iterator[Annotation]:
         if self._pool is not pool:

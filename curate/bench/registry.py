@@ -12,8 +12,8 @@ heavy) that has
   benchmark reads labels, money, tokens and timings from the loop's journal; the runner only measures.
 
 A paradigm names its runner as ``"module:Class"`` in its plugin record (``bench_runner``,
-:mod:`curate.plugins`), imported on first use; the core names none. A grid may also name a runner
-directly as ``"package.module:Class"``, for runners that live outside any plugin.
+:mod:`curate.plugins`), imported on first use; the core names none. A grid names paradigms only:
+a runner outside the installed plugins comes with a plugin of its own (a recipe never names a module).
 """
 
 from __future__ import annotations
@@ -48,12 +48,16 @@ class CellRunner(Protocol):
 
 
 def load_runner(name: str, config) -> CellRunner:
-    """The runner for paradigm ``name`` (an installed paradigm's, or ``"module:Class"``), built with ``config``."""
+    """The runner of the installed paradigm ``name``, built with ``config``. A recipe names a
+    paradigm, never a module: only runners that installed paradigms declare (``bench_runner`` of a
+    ``curate.plugins`` entry point) are imported, so a benchmark recipe cannot make curate import
+    and instantiate arbitrary classes."""
     known = runners()
-    target = known.get(name, name if ":" in name else None)
+    target = known.get(name)
     if target is None:
         raise ConfigError(f"grid.paradigm names '{name}', which has no benchmark runner. Known: {', '.join(known)}."
-                          f"{did_you_mean(name, known)} (or name one as 'package.module:Class').")
+                          f"{did_you_mean(name, known)} A new runner comes with a paradigm plugin (the "
+                          "'curate.plugins' entry point group, with bench_runner=).")
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)
