@@ -229,6 +229,10 @@ def test_sequence_mode_full_rounds_with_the_probe(gsm8k_file, tiny_lm_dir, tmp_p
     assert {"loss", "perplexity", "accuracy"} <= set(summary["eval"]) and summary["eval"]["n"] == 4
     rows = [json.loads(line) for line in (tmp_path / "run" / "distilled.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and {r["provenance"] for r in rows} == {"teacher"}
+    test = [json.loads(line) for line in (tmp_path / "run" / "distilled.test.jsonl").read_text().splitlines()]
+    assert test and test[0]["messages"][-1]["role"] == "assistant"  # the eval set's reference answers
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert "paradigm: distill" in card and "path: distilled.test.jsonl" in card and "responses: 4" in card
     assert all(r["messages"][-1]["content"] == _pool(gsm8k_file).column("response")[r["id"]] for r in rows)
     # Run again: resumed, nothing bought or trained twice, no probe paid twice.
     again = start_distill(_recipe(gsm8k_file, tiny_lm_dir), tmp_path / "run", evaluate=False)

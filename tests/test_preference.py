@@ -508,6 +508,12 @@ def test_cli_run_resume_export_and_judge(tmp_path, monkeypatch, capsys, tiny_lm_
     assert "Stopped: 3 rounds done" in capsys.readouterr().out
     assert main(["prefs", "export", str(out), "--out", str(tmp_path / "again.jsonl")]) == 0
     assert len((tmp_path / "again.jsonl").read_text().splitlines()) == 18
+    # The eval pairs (gold, ties left out) as the test split, and a dataset card beside both.
+    test = [json.loads(line) for line in (tmp_path / "again.test.jsonl").read_text().splitlines()]
+    assert test and {r["curate_judge"] for r in test} == {"gold"} and {"prompt", "chosen", "rejected"} <= set(test[0])
+    card = (tmp_path / "README.md").read_text()
+    assert "paradigm: prefs" in card and "pairs: 18" in card and "path: again.test.jsonl" in card
+    assert (out / "README.md").exists() and (out / "preferences.test.jsonl").exists()
     assert main(["--quiet", "prefs", "run", str(recipe), "--out", str(out)]) == 2
     assert "already holds a run" in capsys.readouterr().err
 

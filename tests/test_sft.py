@@ -46,9 +46,15 @@ def test_a_recipe_runs_rounds_exports_provenance_and_resumes(tiny_lm_dir, tmp_pa
     assert summary["labels"] == 6 and summary["spent"] == pytest.approx(3.0)
     assert [r["bought"] for r in summary["rounds"]] == [3, 3]
     assert all(np.isfinite(p["metric"]) and p["metric"] < 0 for p in summary["curve"])  # mean log-lik per token
-    from datasets import load_from_disk
+    from datasets import load_dataset
 
-    data = load_from_disk(summary["data"])
+    # One convention for every paradigm: train JSONL, the eval pairs as the test split, a dataset card.
+    assert summary["data"] == str(tmp_path / "run" / "responses.jsonl")
+    both = load_dataset(str(tmp_path / "run"))  # the card's configs name the split files
+    data, test = both["train"], both["test"]
+    assert len(test) == len(load_pool("sample:instructions-test")) and test[0]["messages"][0]["role"] == "user"
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert "paradigm: sft" in card and "random (round 0), then entropy" in card and "| money spent | 3.0000 USD |" in card
     assert len(data) == 6 and set(data["provenance"]) == {"human"} and sorted(set(data["round"])) == [0, 1]
     pool = load_pool("sample:instructions")
     for row in data:

@@ -74,10 +74,20 @@ def build(config: ClassifyConfig, folder: RunFolder, *, evaluate: bool = True) -
                      stop_set=_stop_set(config, len(pool)), seed=config.seed, generators=generators)
 
     def export(out: Path | None) -> Path:
-        """``labels.jsonl``: every labelled item (its row, label, who labelled it, round)."""
-        path = out or folder.path / "labels.jsonl"
-        path.write_text("".join(json.dumps(r, default=str) + "\n" for r in labelled_rows(folder.path, pool)))
-        return path
+        """``labels.jsonl``: every labelled item (its row, label, who labelled it, round); the eval
+        set as the test split (``labels.test.jsonl``); the dataset card (:func:`curate.export.save_run_data`)."""
+        from curate.export import save_run_data
+
+        test = None
+        if config.eval is not None:
+            ec = config.eval
+            test = load_pool(ec.path, columns=ec.columns, id_column=ec.id_column, format=ec.format, split=ec.split,
+                             require=("text", "label")).dataset.to_list()
+        return save_run_data(labelled_rows(folder.path, pool), out or folder.path / "labels.jsonl", test=test,
+                             run_dir=folder.path, paradigm="classify",
+                             strategy=f"{config.init.strategy} (round 0), then {config.acquire.strategy}",
+                             budget={"money": config.stop.money, "labels": config.stop.labels,
+                                     "rounds": config.stop.rounds}, currency=config.prices.currency)
 
     def finish(result) -> dict[str, Any]:
         out: dict[str, Any] = {"export": str(export(None))}

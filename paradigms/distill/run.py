@@ -160,8 +160,12 @@ def build(config: DistillConfig, folder: RunFolder, *, evaluate: bool = True) ->
     run = build_distill(config, folder.path, evaluate=evaluate)
 
     def export(path: Path | None) -> Path:
-        """``distilled.jsonl``: the teacher's bought answers (journal) and self-training rows."""
-        from curate.export import save_dataset
+        """``distilled.jsonl``: the teacher's bought answers (journal) and self-training rows; the eval
+        set's reference answers as the test split (``distilled.test.jsonl``); the dataset card
+        (:func:`curate.export.save_run_data`)."""
+        from datasets import Dataset
+
+        from curate.export import save_run_data, to_trl
         from curate.journal import Journal
         from curate.responses import response_dataset
 
@@ -170,8 +174,17 @@ def build(config: DistillConfig, folder: RunFolder, *, evaluate: bool = True) ->
             run.learner.restore(journal.labels())
         finally:
             journal.close()
-        return save_dataset(response_dataset(run.pool, folder.path, pseudo=run.learner.records()),
-                            path or folder.path / "distilled.jsonl")
+        test = None
+        if config.eval is not None:
+            rows = _eval_rows(config)
+            test = to_trl(Dataset.from_dict({"id": list(range(len(rows))), "prompt": [r["prompt"] for r in rows],
+                                             "response": [r["response"] for r in rows]}), "messages")
+        a = config.acquire
+        return save_run_data(response_dataset(run.pool, folder.path, pseudo=run.learner.records()),
+                             path or folder.path / "distilled.jsonl", test=test, run_dir=folder.path,
+                             paradigm="distill", what="responses", strategy=f"{a.init} (round 0), then {a.strategy}",
+                             budget={"money": config.stop.money, "labels": config.stop.labels,
+                                     "rounds": config.stop.rounds}, currency=config.prices.currency)
 
     def finish(result) -> dict[str, Any]:
         data_path = folder.path / "distilled.jsonl"

@@ -175,35 +175,42 @@ def build(config: PrefsConfig, folder: RunFolder, *, evaluate: bool = True) -> B
 
     def export(out: Path | None) -> Path:
         """The labelled pairs, with margins of the learner refitted on the journal's labels (the
-        learner holds no state until fitted)."""
-        from curate.export import save_dataset
-
+        learner holds no state until fitted), written by :func:`export_run`."""
         from .export import journal_provenance
 
         labels, _ = journal_provenance(folder.path)
         ids = sorted(labels)
         if ids:
             run.learner.fit(ids, [labels[i] for i in ids])
-        path = export_run(run)
-        return path if out is None else save_dataset(_read_jsonl(path), out)
+        return export_run(run, out)
 
     return Built(run.loop, config.stop.rounds, metric="held-out pair accuracy (gold ties left out)", export=export,
                  finish=lambda result: {"export": str(export_run(run))})
 
 
-def _read_jsonl(path: Path):
-    from datasets import Dataset
-
-    return Dataset.from_json(str(path))
-
-
-def export_run(run: PrefsRun) -> Path:
-    """Write the labelled pairs (TRL preference format, with provenance) into the run folder."""
-    from curate.export import save_dataset
+def export_run(run: PrefsRun, out: Path | None = None) -> Path:
+    """Write the labelled pairs (TRL preference format, with provenance) into the run folder (or
+    ``out``): the ``train`` split; the eval pairs (gold, ties left out) as the ``test`` split; the
+    dataset card (:func:`curate.export.save_run_data`)."""
+    from curate.export import save_run_data
 
     from .export import journal_provenance, preference_dataset
 
     labels, info = journal_provenance(run.loop.run_dir)
     margins = run.learner.margin() if labels else None
     data = preference_dataset(run.pool, labels, provenance=info, margins=margins)
-    return save_dataset(data, run.loop.run_dir / run.config.export)
+    config = run.config
+    test = None
+    if config.eval is not None:
+        from .data import load_pair_pool
+
+        ec = config.eval
+        held = load_pair_pool(ec.path, ec.format, seed=ec.seed, offset=ec.offset, limit=ec.limit)
+        if "label" in held.columns:
+            gold = {int(i): v for i, v in zip(held.ids.tolist(), held.column("label"), strict=True) if v is not None}
+            test = preference_dataset(held, gold, provenance={i: {"judge": "gold"} for i in gold})
+    a = config.acquire
+    return save_run_data(data, out or run.loop.run_dir / config.export, test=test, run_dir=run.loop.run_dir,
+                         paradigm="prefs", what="pairs", strategy=f"{a.init} (round 0), then {a.strategy}",
+                         budget={"money": config.stop.money, "labels": config.stop.labels,
+                                 "rounds": config.stop.rounds}, currency=config.prices.currency)

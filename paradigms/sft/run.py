@@ -5,7 +5,8 @@ and fine-tune with TRL's ``SFTTrainer`` each round.
 A run folder holds ``config.yaml``, the loop's ``journal.sqlite`` (every bought response, its cost
 and round), ``model/round-<n>`` (the latest trained model, a plain folder any backend loads),
 ``curve.csv``/``curve.png`` (held-out log-likelihood against labels and money) and, at the end,
-``data/`` (the curated rows with provenance, ``datasets.load_from_disk`` or TRL as they are).
+``responses.jsonl`` (the curated rows with provenance, TRL's format; ``responses.test.jsonl``, the
+eval pairs; ``README.md``, the dataset card: :func:`curate.export.save_run_data`).
 """
 
 from __future__ import annotations
@@ -113,19 +114,36 @@ def build(config: SFTConfig, folder: RunFolder, *, evaluate: bool = True) -> Bui
         return response_dataset(loop.pool, run_dir, pseudo=learner.records(), format=config.export,
                                 system_prompt=config.system)
 
-    def export(path: Path | None) -> Path:
-        from curate.export import save_dataset
+    def save(rows, path: Path | None) -> Path:
+        """``responses.jsonl`` (train), the eval pairs in the same format (``responses.test.jsonl``)
+        and the dataset card: :func:`curate.export.save_run_data`'s convention."""
+        from datasets import Dataset
 
-        return save_dataset(data(), path or run_dir / "data")
+        from curate.export import save_run_data, to_trl
+
+        test = None
+        if config.eval is not None:
+            ec = config.eval
+            held = load_pool(ec.path, columns=ec.columns, id_column=ec.id_column, format=ec.format, split=ec.split,
+                             require=("prompt", "response"))
+            pairs = {"id": [int(i) for i in held.ids], "prompt": [str(p) for p in held.column("prompt")],
+                     "response": [str(r) for r in held.column("response")]}
+            test = to_trl(Dataset.from_dict(pairs), config.export, system_prompt=config.system)
+        a = config.acquire
+        return save_run_data(rows, path or run_dir / "responses.jsonl", test=test, run_dir=run_dir, paradigm="sft",
+                             what="responses", strategy=f"{config.init.strategy} (round 0), then {a.strategy}",
+                             budget={"money": config.stop.money, "labels": config.stop.labels,
+                                     "rounds": config.stop.rounds}, currency=config.prices.currency)
+
+    def export(path: Path | None) -> Path:
+        return save(data(), path)
 
     def finish(result) -> dict[str, Any]:
-        from curate.export import save_dataset
-
         out: dict[str, Any] = {"spent": loop.ledger.spent, "model": learner.current_, "pseudo": len(learner.pseudo_),
                                "rounds": learner.history_}
         if result.labels:
             rows = data()
-            out["data"] = str(save_dataset(rows, run_dir / "data"))
+            out["data"] = str(save(rows, None))
             out["rows"] = len(rows)
         logger.info("sft run %s: %s; %d labels, %d pseudo; model %s", run_dir, result.stop_reason, len(result.labels),
                     len(learner.pseudo_), learner.current_)
