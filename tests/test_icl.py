@@ -754,3 +754,129 @@ def test_real_smollm2_knn_prompts_score_like_the_plain_loop():
     reference = plain_full_logits(backend, [p.text for p in result.prompts], builder.options)
     assert result.predictions == [builder.labels[i] for i in reference.argmax(1)]
     assert result.accuracy >= 0.5
+
+
+# ---------------------------------------------------------------------------------------------- eval outputs
+
+
+@pytest.fixture
+def eval_files(cli_files, tmp_path):
+    """cli_files, with test inputs that carry their own id column (``tid``)."""
+    recipe, pool, _ = cli_files
+    test = tmp_path / "test_ids.jsonl"
+    test.write_text("".join(json.dumps({"tid": f"t{i}", "text": t, "label": y}) + "\n" for i, (t, y) in enumerate([
+        ("the film was great", "yes"), ("cold food", "no"), ("the cat", "no"), ("a wonderful phone", "yes"),
+        ("boring plot", "no")])))
+    return recipe, ["--inputs", str(test), "--set", "inputs.id_column=tid"]
+
+
+def test_eval_config_names_one_result():
+    assert EvaluateConfig().result == "dataset" and EvaluateConfig(calibrate=False).result == "raw"
+    assert EvaluateConfig(primary="prompt").result == "prompt" and EvaluateConfig(primary="raw").result == "raw"
+    with pytest.raises(ConfigError, match="evaluate.primary must be one of raw, prompt, dataset"):
+        EvaluateConfig(primary="calibrated")
+    with pytest.raises(ConfigError, match="evaluate.calibrate is false"):
+        EvaluateConfig(calibrate=False, primary="dataset")
+
+
+def test_cli_eval_predictions_reproduce_the_totals_and_pair_up(eval_files, tmp_path, capsys):
+    from curate.paradigms.icl import cli
+    from curate.paradigms.icl.evaluate import ACCURACY_KEYS
+
+    recipe, extra = eval_files
+    files = {}
+    for method in ("zero_shot", "knn"):
+        out = tmp_path / f"{method}.json"
+        argv = [str(recipe), *extra, "--seeds", "0,1", "--out", str(out), "--set", f"retrieve.method={method}"]
+        assert cli.run_eval(parse(cli.add_eval_arguments, argv)) == 0
+        printed = capsys.readouterr().out
+        report = json.loads(out.read_text())
+        path = tmp_path / f"{method}.predictions.jsonl"
+        assert report["predictions"] == str(path)
+        rows = [json.loads(line) for line in path.read_text().split("\n") if line]
+        assert len(rows) == 2 * 5 and [r["seed"] for r in rows] == [0] * 5 + [1] * 5
+        summary = report["summary"]
+        assert summary["result"]["calibration"] == "dataset" and summary["result"]["metric"] == "dataset_calibrated_accuracy"
+        assert [s["calibration"] for s in summary["secondary"]] == ["raw", "prompt"]
+        for run in report["runs"]:
+            mine = [r for r in rows if r["seed"] == run["seed"]]
+            assert [r["id"] for r in mine] == ["t0", "t1", "t2", "t3", "t4"] and [r["row"] for r in mine] == list(range(5))
+            # Exactly the totals: the result from `correct`, each calibration from its predictions.
+            assert float(np.mean([r["correct"] for r in mine])) == run["result"] == run["dataset_calibrated_accuracy"]
+            for c, key in ACCURACY_KEYS.items():
+                assert float(np.mean([r["predictions"][c] == r["label"] for r in mine])) == run[key]
+                assert f"{run[key]:.4f}" in printed
+            for r in mine:
+                assert r["prediction"] == r["predictions"]["dataset"] and set(r["probs"]) == {"raw", "prompt", "dataset"}
+                for c, probs in r["probs"].items():
+                    assert list(probs) == ["no", "yes"] and math.isclose(sum(probs.values()), 1.0, rel_tol=1e-9)
+                    assert max(probs, key=probs.get) == r["predictions"][c]
+                assert r["demonstration_keys"] == [f"p{i}" for i in r["demonstration_ids"]]
+                assert len(r["demonstration_ids"]) == (0 if method == "zero_shot" else 2)
+        mean_of_runs = float(np.mean([run["result"] for run in report["runs"]]))
+        assert math.isclose(summary["result"]["mean"], mean_of_runs, rel_tol=1e-12)
+        lines = printed.splitlines()
+        at = next(i for i, line in enumerate(lines) if "seed(s): result: dataset-calibrated accuracy" in line)
+        assert lines[at + 1].startswith("  secondary: raw accuracy") and "uncalibrated" in lines[at + 1]
+        assert lines[at + 2].startswith("  secondary: per-prompt calibrated accuracy") and "Zhao" in lines[at + 2]
+        assert lines[0].startswith("seed 0: result ")
+        files[method] = rows
+    # A paired comparison: the same inputs in the same order, so the files pair up row by row.
+    zs, knn = files["zero_shot"], files["knn"]
+    assert [(r["seed"], r["id"], r["label"]) for r in zs] == [(r["seed"], r["id"], r["label"]) for r in knn]
+    table = np.zeros((2, 2), dtype=int)
+    for a, b in zip(zs, knn, strict=True):
+        table[int(a["correct"]), int(b["correct"])] += 1
+    assert table.sum() == 10
+    assert table[1].sum() / 10 == float(np.mean([r["correct"] for r in zs]))
+
+
+def test_cli_eval_primary_raw_and_no_calibration(eval_files, tmp_path, capsys):
+    from curate.paradigms.icl import cli
+
+    recipe, extra = eval_files
+    argv = [str(recipe), *extra, "--predictions", str(tmp_path / "p" / "raw.jsonl"),
+            "--set", "retrieve.method=fixed", "--set", "evaluate.primary=raw"]
+    assert cli.run_eval(parse(cli.add_eval_arguments, argv)) == 0
+    printed = capsys.readouterr().out
+    assert "seed(s): result: raw accuracy" in printed and printed.count("  secondary: ") == 2
+    rows = [json.loads(line) for line in (tmp_path / "p" / "raw.jsonl").read_text().split("\n") if line]
+    assert all(r["prediction"] == r["predictions"]["raw"] for r in rows)
+    assert len({tuple(r["demonstration_ids"]) for r in rows}) == 1  # fixed: one draw for every input
+
+    argv = [str(recipe), *extra, "--out", str(tmp_path / "nocal.json"), "--set", "evaluate.calibrate=false"]
+    assert cli.run_eval(parse(cli.add_eval_arguments, argv)) == 0
+    printed = capsys.readouterr().out
+    assert "result: raw accuracy" in printed and "secondary" not in printed
+    rows = [json.loads(line) for line in (tmp_path / "nocal.predictions.jsonl").read_text().split("\n") if line]
+    assert set(rows[0]["probs"]) == {"raw"} and "content_free" not in rows[0]
+    assert json.loads((tmp_path / "nocal.json").read_text())["summary"]["secondary"] == []
+
+
+def test_only_knn_embeds(eval_files, tmp_path, monkeypatch):
+    from curate.paradigms.icl import cli
+
+    import curate.embed
+
+    recipe, extra = eval_files
+
+    def no_embedder(*args, **kwargs):
+        raise AssertionError("the embedder was loaded for a method that does not retrieve by similarity")
+
+    monkeypatch.setattr(curate.embed, "load_embedder", no_embedder)
+    for method in ("zero_shot", "random", "fixed"):
+        argv = [str(recipe), *extra, "--set", f"retrieve.method={method}"]
+        assert cli.run_eval(parse(cli.add_eval_arguments, argv)) == 0
+        assert cli.run_select(parse(cli.add_select_arguments, argv + ["--out", str(tmp_path / f"{method}.jsonl")])) == 0
+    assert cli.run_eval(parse(cli.add_eval_arguments, [str(recipe), *extra, "--set", "retrieve.k=0"])) == 0
+
+    calls = []
+
+    class Counting(HashEmbedder):
+        def encode(self, texts):
+            calls.append(len(texts))
+            return super().encode(texts)
+
+    monkeypatch.setattr(curate.embed, "load_embedder", lambda *a, **k: Counting())
+    assert cli.run_eval(parse(cli.add_eval_arguments, [str(recipe), *extra])) == 0
+    assert calls == [10, 5]  # the pool once, the test inputs once

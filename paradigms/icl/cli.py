@@ -8,7 +8,11 @@ flags. Handlers return an exit code and raise ``CurateError`` for the CLI to pri
   ``input_id``, ``text``, ``prompt``, ``options``, ``demonstration_ids`` (and ``label`` when known).
 * ``annotate``: selective annotation under a budget into a run folder (journal, resumable) and
   ``demonstrations.jsonl`` (the annotated examples, to use as the pool of ``select``/``eval``).
-* ``eval``: accuracy on labelled test inputs, raw and calibrated, mean +- sd over seeds -> JSON.
+* ``eval``: accuracy on labelled test inputs, mean +- sd over seeds -> JSON; the result is the
+  accuracy ``evaluate.primary`` names (default: dataset-calibrated when calibrating, else raw), the
+  other calibrations are printed as secondary lines. Beside the JSON, ``<out>.predictions.jsonl``:
+  one row per seed and test input (see :func:`~curate.paradigms.icl.evaluate.prediction_rows`), in
+  test-set order, so two evaluations of the same inputs pair up row by row.
 """
 
 from __future__ import annotations
@@ -59,7 +63,10 @@ def add_annotate_arguments(p: argparse.ArgumentParser) -> None:
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     """``curate icl eval``: accuracy of the LM with the chosen demonstrations."""
     _common(p, inputs=True)
-    p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--out", default=None, help="write the results as JSON here, and the per-input predictions "
+                   "beside it (<out stem>.predictions.jsonl)")
+    p.add_argument("--predictions", default=None, help="write the per-input predictions (JSONL, one row per seed "
+                   "and test input) here instead")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: evaluate.seeds)")
 
 
@@ -149,15 +156,22 @@ def _labelled_set(config, pool, labels: list[str]):
 
 
 def _retrieval_parts(config, pool, labels, backend):
-    from curate.embed import load_embedder
-    from curate.index import EmbeddingIndex
+    """The embedder (None unless demonstrations are chosen by similarity), prompt builder and retriever.
 
+    Only ``knn`` with ``k > 0`` embeds anything: zero-shot, ``random`` and ``fixed`` never load the
+    embedder nor encode the pool."""
     from .prompts import PromptBuilder, embedding_texts
     from .retrieve import DemonstrationRetriever
 
-    embedder = load_embedder(config.embedder)
     ids, demo_labels, items = _labelled_set(config, pool, labels)
-    index = EmbeddingIndex.from_vectors(embedder.encode(embedding_texts(config.prompt, items)), ids, model=embedder.name)
+    embedder = index = None
+    if config.retrieve.needs_vectors:
+        from curate.embed import load_embedder
+        from curate.index import EmbeddingIndex
+
+        embedder = load_embedder(config.embedder)
+        index = EmbeddingIndex.from_vectors(embedder.encode(embedding_texts(config.prompt, items)), ids,
+                                            model=embedder.name)
     builder = PromptBuilder.for_backend(config.prompt, labels, backend)
     retriever = DemonstrationRetriever(config.retrieve, index=index, ids=ids, labels=demo_labels, texts=items,
                                        backend=backend, builder=builder)
@@ -188,7 +202,7 @@ def run_select(args) -> int:
     embedder, builder, retriever = _retrieval_parts(config, pool, labels, backend)
     seed = config.seed if args.seed is None else args.seed
     rng = np.random.default_rng(seed)
-    vectors = embedder.encode(shown) if config.retrieve.method == "knn" else None
+    vectors = embedder.encode(shown) if embedder is not None else None
     demos = retriever.retrieve(vectors, query_texts=texts, rng=rng)
     prompts = build_prompts(builder, texts, demos, order=config.retrieve.order, rng=rng)
     keys = pool.column("key") if "key" in pool.columns else None
@@ -246,7 +260,10 @@ def report(outcome) -> None:
 
 
 def run_eval(args) -> int:
-    from .evaluate import evaluate_icl, mean_sd
+    from curate.jsonl import write_jsonl
+
+    from .evaluate import ACCURACY_KEYS, CALIBRATION_MEANING, evaluate_icl, mean_sd, prediction_rows
+    from .prompts import embedding_texts, template_inputs
 
     config = _config(args)
     if args.seeds:
@@ -254,8 +271,9 @@ def run_eval(args) -> int:
             config.evaluate.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
         except ValueError:
             raise ConfigError(f"--seeds takes comma-separated integers, e.g. 0,1,2. Got '{args.seeds}'.") from None
-    from .prompts import embedding_texts, template_inputs
-
+    primary = config.evaluate.result
+    calibrations = ("raw", "prompt", "dataset") if config.evaluate.calibrate else ("raw",)
+    secondary = [c for c in calibrations if c != primary]
     pool, inputs = _load_both(config, ("label",))
     labels = _labels(config, pool)
     texts = template_inputs(config.prompt, inputs)
@@ -263,33 +281,47 @@ def run_eval(args) -> int:
     unknown = sorted(set(gold) - set(labels))
     if unknown:
         raise ConfigError(f"Test labels {unknown[:5]} are not in the label set {labels}.")
+    input_ids = inputs.column("key") if "key" in inputs.columns else inputs.ids.tolist()
+    demo_keys = pool.column("key") if "key" in pool.columns else None
     backend = _backend(config)
     embedder, builder, retriever = _retrieval_parts(config, pool, labels, backend)
-    vectors = embedder.encode(embedding_texts(config.prompt, texts)) if config.retrieve.method == "knn" else None
-    runs = []
+    vectors = embedder.encode(embedding_texts(config.prompt, texts)) if embedder is not None else None
+    runs, rows = [], []
     for seed in config.evaluate.seeds:
         result = evaluate_icl(backend, builder, retriever, texts, gold, vectors, order=config.retrieve.order, seed=seed,
                               calibrate=config.evaluate.calibrate, content_free=config.evaluate.content_free)
-        runs.append({"seed": seed, **result.summary()})
-        cal = "" if result.calibrated_accuracy is None else (
-            f", calibrated {result.calibrated_accuracy:.4f} (per prompt) / {result.dataset_calibrated_accuracy:.4f} "
-            "(dataset)")
-        print(f"seed {seed}: accuracy {result.accuracy:.4f}{cal} ({result.inputs_per_second:.2f} inputs/s)")
-    acc = mean_sd([r["accuracy"] for r in runs])
-    summary = {"accuracy_mean": acc[0], "accuracy_sd": acc[1]}
-    line = f"accuracy {acc[0]:.4f} +- {acc[1]:.4f}"
-    if config.evaluate.calibrate:
-        cal = mean_sd([r["calibrated_accuracy"] for r in runs])
-        whole = mean_sd([r["dataset_calibrated_accuracy"] for r in runs])
-        summary.update(calibrated_accuracy_mean=cal[0], calibrated_accuracy_sd=cal[1],
-                       dataset_calibrated_accuracy_mean=whole[0], dataset_calibrated_accuracy_sd=whole[1])
-        line += f"; calibrated {cal[0]:.4f} +- {cal[1]:.4f} (per prompt), {whole[0]:.4f} +- {whole[1]:.4f} (dataset)"
-    print(f"{len(texts)} inputs, {len(runs)} seed(s): {line}")
-    if args.out:
+        runs.append({"seed": seed, "result": result.accuracy_of(primary), **result.summary()})
+        rows += prediction_rows(result, gold, ids=input_ids, primary=primary, demo_keys=demo_keys, seed=seed)
+        others = ", ".join(f"{_NAMES[c]} {result.accuracy_of(c):.4f}" for c in secondary)
+        print(f"seed {seed}: result {result.accuracy_of(primary):.4f} ({_NAMES[primary]} accuracy)"
+              + (f"; secondary: {others}" if others else "") + f" ({result.inputs_per_second:.2f} inputs/s)")
+    stats = {c: mean_sd([r[ACCURACY_KEYS[c]] for r in runs]) for c in calibrations}
+    summary = {"result": {"calibration": primary, "metric": ACCURACY_KEYS[primary], "mean": stats[primary][0],
+                          "sd": stats[primary][1], "meaning": CALIBRATION_MEANING[primary]},
+               "secondary": [{"calibration": c, "metric": ACCURACY_KEYS[c], "mean": stats[c][0], "sd": stats[c][1],
+                              "meaning": CALIBRATION_MEANING[c]} for c in secondary]}
+    for c in calibrations:  # the flat keys, as before
+        summary[f"{ACCURACY_KEYS[c]}_mean"], summary[f"{ACCURACY_KEYS[c]}_sd"] = stats[c]
+    print(f"{len(texts)} inputs, {len(runs)} seed(s): result: {_NAMES[primary]} accuracy "
+          f"{stats[primary][0]:.4f} +- {stats[primary][1]:.4f} (evaluate.primary={primary}: "
+          f"{CALIBRATION_MEANING[primary]})")
+    for c in secondary:
+        print(f"  secondary: {_NAMES[c]} accuracy {stats[c][0]:.4f} +- {stats[c][1]:.4f} ({CALIBRATION_MEANING[c]})")
+    out = Path(args.out) if args.out else None
+    predictions = Path(args.predictions) if args.predictions else (
+        out.with_name(f"{out.stem}.predictions.jsonl") if out is not None else None)
+    if predictions is not None:
+        predictions.parent.mkdir(parents=True, exist_ok=True)
+        write_jsonl(predictions, rows)
+        print(f"Predictions: {predictions} ({len(rows)} rows: one per seed and test input)")
+    if out is not None:
         from curate.config import to_dict
 
-        out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"config": to_dict(config), "runs": runs, "summary": summary}, indent=2))
+        out.write_text(json.dumps({"config": to_dict(config), "runs": runs, "summary": summary,
+                                   "predictions": None if predictions is None else str(predictions)}, indent=2))
         print(f"Results: {out}")
     return 0
+
+
+_NAMES = {"raw": "raw", "prompt": "per-prompt calibrated", "dataset": "dataset-calibrated"}

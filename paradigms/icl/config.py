@@ -23,12 +23,13 @@ from curate.config import (
 from curate.errors import ConfigError, did_you_mean
 from curate.models import DEFAULT_EMBEDDER
 
-__all__ = ["METHODS", "ORDERS", "RERANKS", "AnnotateConfig", "EvaluateConfig", "ICLConfig", "PromptConfig",
+__all__ = ["CALIBRATIONS", "METHODS", "ORDERS", "RERANKS", "AnnotateConfig", "EvaluateConfig", "ICLConfig", "PromptConfig",
            "RetrieveConfig", "load_icl_config", "template_fields"]
 
 METHODS = ("knn", "random", "fixed", "zero_shot")
 RERANKS = ("none", "demo_perplexity", "input_perplexity")
 ORDERS = ("similar_last", "similar_first", "random")
+CALIBRATIONS = ("raw", "prompt", "dataset")  # the accuracies of `icl eval`: see EvaluateConfig
 STRATEGIES = ("votek", "kcenter", "kmeans", "random", "uncertainty")
 
 
@@ -133,6 +134,12 @@ class RetrieveConfig:
         if self.method == "knn" and self.candidates < self.k:
             raise ConfigError(f"retrieve.candidates ({self.candidates}) must be at least retrieve.k ({self.k}).")
 
+    @property
+    def needs_vectors(self) -> bool:
+        """Whether demonstrations are chosen by similarity (``knn`` with ``k > 0``): only then is anything
+        embedded; ``random``, ``fixed`` and ``zero_shot`` never look at the vectors."""
+        return self.method == "knn" and self.k > 0
+
 
 @dataclass
 class AnnotateConfig:
@@ -168,16 +175,40 @@ class AnnotateConfig:
 
 @dataclass
 class EvaluateConfig:
+    """How ``curate icl eval`` scores, and which accuracy is its result.
+
+    ``primary`` names the one accuracy that is the result (printed first, ``summary.result`` in the
+    JSON); the others are printed as secondary lines. ``raw``: the argmax of the LM's option
+    probabilities. ``prompt``: contextual calibration (Zhao et al. 2021) of each prompt by the
+    content-free estimate of its own demonstrations. ``dataset``: every prompt calibrated by the mean
+    content-free estimate over all demonstration sets. Default: ``dataset`` when ``calibrate`` is
+    true (with per-input demonstrations ``prompt`` also cancels what they say; with one set for every
+    input the two are equal), ``raw`` when it is false.
+    """
+
     calibrate: bool = True                 # contextual calibration (Zhao et al. 2021), reported beside raw
     content_free: list[str] = field(default_factory=lambda: ["N/A", "", "[MASK]"])
     seeds: list[int] = field(default_factory=lambda: [0])
+    primary: str | None = None             # raw | prompt | dataset; None: dataset if calibrate else raw
 
     def __post_init__(self) -> None:
+        if self.primary is not None:
+            _choice(self.primary, CALIBRATIONS, "evaluate.primary")
+            if self.primary != "raw" and not self.calibrate:
+                raise ConfigError(f"evaluate.primary '{self.primary}' is a calibrated accuracy, but evaluate.calibrate "
+                                  "is false: set evaluate.calibrate=true, or evaluate.primary=raw.")
         if self.calibrate and not self.content_free:
             raise ConfigError("evaluate.content_free must list at least one content-free input (e.g. 'N/A') when "
                               "evaluate.calibrate is true.")
         if not self.seeds:
             raise ConfigError("evaluate.seeds must list at least one seed.")
+
+    @property
+    def result(self) -> str:
+        """The calibration whose accuracy is the result: ``primary``, or its default."""
+        if self.primary is not None:
+            return self.primary
+        return "dataset" if self.calibrate else "raw"
 
 
 @dataclass

@@ -15,6 +15,12 @@ label too, and calibration undoes the retrieval. ``dataset`` divides every promp
 the content-free estimates over all demonstration sets: the bias of the template and the label
 words, without cancelling each input's own demonstrations. With one demonstration set for every
 input the two are the same.
+
+Which of raw, ``prompt`` and ``dataset`` is *the* result is the config's choice
+(``evaluate.primary``, default ``dataset`` when calibrating); :data:`CALIBRATION_MEANING` says in one
+sentence what each is, and :func:`prediction_rows` gives the per-input outputs (gold, prediction,
+every label's probability under each calibration, the demonstrations) from which every total and a
+paired comparison of two evaluations can be recomputed.
 """
 
 from __future__ import annotations
@@ -31,9 +37,20 @@ from curate.errors import ConfigError, DataError
 from .prompts import Demo, Prompt, PromptBuilder
 from .scoring import ScoringStats, score_options
 
-__all__ = ["ICLResult", "build_prompts", "contextual_calibration", "evaluate_icl", "evaluate_prompts", "mean_sd"]
+__all__ = ["ACCURACY_KEYS", "CALIBRATION_MEANING", "ICLResult", "build_prompts", "contextual_calibration", "evaluate_icl",
+           "evaluate_prompts", "mean_sd", "prediction_rows"]
 
 logger = logging.getLogger(__name__)
+
+# calibration -> the summary key of its accuracy (``ICLResult.summary``, ``curate icl eval --out``).
+ACCURACY_KEYS = {"raw": "accuracy", "prompt": "calibrated_accuracy", "dataset": "dataset_calibrated_accuracy"}
+CALIBRATION_MEANING = {
+    "raw": "the argmax of the LM's option probabilities, uncalibrated",
+    "prompt": "each prompt divided by the content-free estimate of its own demonstrations (Zhao et al. 2021); "
+              "with per-input demonstrations this also cancels what they say",
+    "dataset": "every prompt divided by the mean content-free estimate over all demonstration sets: the bias of "
+               "the template and the label words only",
+}
 
 
 @dataclass(frozen=True)
@@ -49,6 +66,8 @@ class ICLResult:
     calibrated_accuracy: float | None = None
     dataset_calibrated_predictions: list[str] | None = None  # one content-free estimate for all prompts
     dataset_calibrated_accuracy: float | None = None
+    dataset_calibrated_probs: np.ndarray | None = None
+    content_free_probs: np.ndarray | None = None  # (n, C) each input's content-free estimate (its demonstrations)
     seconds: float = 0.0
     stats: ScoringStats = field(default_factory=ScoringStats)
     prompts: list[Prompt] = field(default_factory=list)
@@ -56,6 +75,31 @@ class ICLResult:
     @property
     def inputs_per_second(self) -> float:
         return len(self.predictions) / self.seconds if self.seconds > 0 else float("inf")
+
+    @property
+    def calibrations(self) -> tuple[str, ...]:
+        """The calibrations computed: ``("raw",)``, or ``("raw", "prompt", "dataset")``."""
+        return ("raw",) if self.calibrated_probs is None else ("raw", "prompt", "dataset")
+
+    def _of(self, calibration: str, what: str):
+        if calibration not in self.calibrations:
+            raise ConfigError(f"No '{calibration}' {what}: this evaluation computed {', '.join(self.calibrations)} "
+                              "(calibrate=True computes prompt and dataset).")
+        return {"raw": {"probs": self.probs, "predictions": self.predictions, "accuracy": self.accuracy},
+                "prompt": {"probs": self.calibrated_probs, "predictions": self.calibrated_predictions,
+                           "accuracy": self.calibrated_accuracy},
+                "dataset": {"probs": self.dataset_calibrated_probs, "predictions": self.dataset_calibrated_predictions,
+                            "accuracy": self.dataset_calibrated_accuracy}}[calibration][what]
+
+    def probs_of(self, calibration: str) -> np.ndarray:
+        """``(n, C)`` option probabilities under ``calibration`` (``raw``, ``prompt`` or ``dataset``)."""
+        return self._of(calibration, "probs")
+
+    def predictions_of(self, calibration: str) -> list[str]:
+        return self._of(calibration, "predictions")
+
+    def accuracy_of(self, calibration: str) -> float | None:
+        return self._of(calibration, "accuracy")
 
     def summary(self) -> dict:
         return {"n": len(self.predictions), "accuracy": self.accuracy, "calibrated_accuracy": self.calibrated_accuracy,
@@ -131,7 +175,8 @@ def evaluate_prompts(backend, builder: PromptBuilder, prompts: Sequence[Prompt],
         whole_pred = [labels[i] for i in whole.argmax(axis=1)]
         result.update(calibrated_probs=calibrated, calibrated_predictions=cal_pred,
                       calibrated_accuracy=_accuracy(cal_pred, gold), dataset_calibrated_predictions=whole_pred,
-                      dataset_calibrated_accuracy=_accuracy(whole_pred, gold))
+                      dataset_calibrated_accuracy=_accuracy(whole_pred, gold), dataset_calibrated_probs=whole,
+                      content_free_probs=per_input)
     logger.info("icl eval: %d inputs, %d prompts, %d forward tokens (%d shared) in %.1fs; accuracy %s / calibrated %s",
                 len(prompts), stats.prompts, stats.forward_tokens, stats.shared_tokens, seconds,
                 result["accuracy"], result.get("calibrated_accuracy"))
@@ -142,6 +187,59 @@ def _accuracy(predictions: list[str], gold: Sequence[str] | None) -> float | Non
     if gold is None:
         return None
     return float(np.mean([p == str(g) for p, g in zip(predictions, gold, strict=True)])) if predictions else float("nan")
+
+
+def prediction_rows(result: ICLResult, gold: Sequence[str] | None, *, ids: Sequence | None = None,
+                    primary: str = "raw", demo_keys: Sequence | None = None, **common) -> list[dict]:
+    """One row per input, in input order: what it was shown and what the LM said.
+
+    Each row: ``row`` (position in the test set), ``id`` (``ids[row]``, e.g. the test set's id
+    column; default the position), ``label`` (gold; absent without gold), ``prediction`` and
+    ``correct`` under ``primary``, ``predictions`` and ``probs`` (label -> probability) under every
+    computed calibration, ``content_free`` (the estimate this input was calibrated by, when
+    calibrating), ``demonstration_ids`` (pool ids, in prompt order; ``demonstration_keys`` when
+    ``demo_keys`` maps pool ids to the pool's id column), ``dropped_demonstrations`` and
+    ``input_cut``; ``common``
+    (e.g. ``seed=0``) is put first in every row. The mean of ``correct`` (of ``predictions[c] ==
+    label``) is exactly the result's (calibration ``c``'s) accuracy.
+    """
+    calibrations = result.calibrations
+    if primary not in calibrations:
+        raise ConfigError(f"primary must be one of the computed calibrations {calibrations}. Got '{primary}' instead.")
+    n = len(result.predictions)
+    ids = list(range(n)) if ids is None else list(ids)
+    if len(ids) != n or (gold is not None and len(gold) != n):
+        raise ConfigError(f"prediction_rows needs one id (and gold label) per input; got {len(ids)} ids and "
+                          f"{None if gold is None else len(gold)} labels for {n} inputs.")
+    labels = result.labels
+    probs = {c: result.probs_of(c) for c in calibrations}
+    preds = {c: result.predictions_of(c) for c in calibrations}
+    rows = []
+    for r in range(n):
+        row = {**common, "row": r, "id": _plain(ids[r])}
+        if gold is not None:
+            row["label"] = str(gold[r])
+        row["prediction"] = preds[primary][r]
+        if gold is not None:
+            row["correct"] = preds[primary][r] == str(gold[r])
+        row["predictions"] = {c: preds[c][r] for c in calibrations}
+        row["probs"] = {c: dict(zip(labels, map(float, probs[c][r]), strict=True)) for c in calibrations}
+        if result.content_free_probs is not None:
+            row["content_free"] = dict(zip(labels, map(float, result.content_free_probs[r]), strict=True))
+        if result.prompts:
+            prompt = result.prompts[r]
+            row["demonstration_ids"] = [int(i) for i in prompt.demo_ids]
+            if demo_keys is not None:
+                row["demonstration_keys"] = [_plain(demo_keys[i]) for i in prompt.demo_ids]
+            row["dropped_demonstrations"] = int(prompt.dropped)
+            row["input_cut"] = bool(prompt.input_cut)
+        rows.append(row)
+    return rows
+
+
+def _plain(value):
+    """A JSON-ready scalar (numpy scalars to Python)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def evaluate_icl(backend, builder: PromptBuilder, retriever, texts: Sequence[str], gold: Sequence[str] | None,

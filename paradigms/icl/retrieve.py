@@ -41,7 +41,8 @@ class DemonstrationRetriever:
 
     Args:
         config: :class:`~curate.paradigms.icl.config.RetrieveConfig`.
-        index: an :class:`~curate.index.EmbeddingIndex` holding (at least) the labelled ids' vectors.
+        index: an :class:`~curate.index.EmbeddingIndex` holding (at least) the labelled ids' vectors;
+            only ``knn`` reads it (None is fine for ``random``, ``fixed`` and ``zero_shot``).
         ids / labels / texts: the labelled set, aligned.
         backend: the LM, for ``rerank`` (its ``perplexity``).
         builder: the :class:`~curate.paradigms.icl.prompts.PromptBuilder`, which renders what is

@@ -68,15 +68,26 @@ def build(config: ICLConfig, folder: RunFolder, *, evaluate: bool = True) -> Bui
     keys = config.pool.id_column
 
     def export(out: Path | None) -> Path:
+        """``demonstrations.jsonl`` (the pool of ``icl select`` / ``eval``: no test split, ICL has no
+        held-out part) and the dataset card of :func:`curate.export.save_run_data`'s convention."""
+        from curate.export import write_card
         from curate.journal import Journal
 
+        if out is not None and out.suffix != ".jsonl":
+            raise ConfigError(f"ICL's demonstrations are a JSONL pool (for icl select / eval): export them to a "
+                              f".jsonl file. Got '{out}' instead.")
         journal = Journal.of(folder.path)
         try:
             labels = journal.labels()
         finally:
             journal.close()
-        return write_demonstrations(pool, labels, out or folder.path / "demonstrations.jsonl", key_column=keys,
+        path = write_demonstrations(pool, labels, out or folder.path / "demonstrations.jsonl", key_column=keys,
                                     fields=fields)
+        a = config.annotate
+        write_card(path, {"train": len(labels)}, run_dir=folder.path, paradigm="icl", what="demonstrations",
+                   strategy=a.strategy if a.strategy != "uncertainty" else f"{a.init} (round 0), then uncertainty",
+                   budget={"labels": a.budget, "rounds": a.rounds}, currency=config.prices.currency)
+        return path
 
     def finish(result) -> dict[str, Any]:
         return {"strategy": config.annotate.strategy, "pool_size": len(pool), "demonstrations": str(export(None))}
