@@ -32,23 +32,35 @@ def to_micros(amount: float) -> int:
 
 @dataclass(frozen=True)
 class Prices:
-    """What labels cost. ``human_per_label`` per human label; LLM prices per 1M tokens."""
+    """What labels cost. ``human_per_label`` per human label; LLM prices per 1M tokens.
+
+    ``batch_discount`` is the share taken off the token prices of requests sent through a batch API
+    (OpenAI's Batch API: 0.5); 0 (the default) prices them like any other, which never under-counts.
+    """
 
     human_per_label: float = 0.0
     llm_input_per_million: float = 0.0
     llm_output_per_million: float = 0.0
     currency: str = "USD"
+    batch_discount: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("human_per_label", "llm_input_per_million", "llm_output_per_million"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
                 raise ConfigError(f"The '{name}' price must be a finite non-negative number. Got {value!r} instead.")
+        d = self.batch_discount
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d <= 1:
+            raise ConfigError(f"The 'batch_discount' price must be a share between 0 and 1 (0.5: batch requests cost "
+                              f"half). Got {d!r} instead.")
 
-    def micros(self, *, human_labels: int = 0, input_tokens: int = 0, output_tokens: int = 0) -> int:
-        amount = (human_labels * self.human_per_label + input_tokens * self.llm_input_per_million / 1e6
-                  + output_tokens * self.llm_output_per_million / 1e6)
-        return to_micros(amount)
+    def micros(self, *, human_labels: int = 0, input_tokens: int = 0, output_tokens: int = 0,
+               batch: bool = False) -> int:
+        """The cost in micro-units; ``batch``: the tokens were bought through a batch API."""
+        tokens = input_tokens * self.llm_input_per_million / 1e6 + output_tokens * self.llm_output_per_million / 1e6
+        if batch:
+            tokens *= 1.0 - self.batch_discount
+        return to_micros(human_labels * self.human_per_label + tokens)
 
 
 @dataclass(frozen=True)
@@ -97,8 +109,9 @@ class Ledger:
     def remaining(self) -> float:
         return math.inf if self.budget is None else (self.budget_micros - self.spent_micros) / MICROS
 
-    def price(self, *, human_labels: int = 0, input_tokens: int = 0, output_tokens: int = 0) -> int:
-        return self.prices.micros(human_labels=human_labels, input_tokens=input_tokens, output_tokens=output_tokens)
+    def price(self, *, human_labels: int = 0, input_tokens: int = 0, output_tokens: int = 0, batch: bool = False) -> int:
+        return self.prices.micros(human_labels=human_labels, input_tokens=input_tokens, output_tokens=output_tokens,
+                                  batch=batch)
 
     def can_afford(self, micros: int) -> bool:
         return self.budget_micros is None or self.spent_micros + micros <= self.budget_micros
@@ -144,9 +157,11 @@ class Ledger:
         return keep
 
     def charge(self, source: str, *, human_labels: int = 0, input_tokens: int = 0, output_tokens: int = 0,
-               item_id: int | None = None, round: int | None = None) -> Charge:
-        """Record a charge; refuse (ConfigError) one that would take spending past the budget."""
-        micros = self.price(human_labels=human_labels, input_tokens=input_tokens, output_tokens=output_tokens)
+               item_id: int | None = None, round: int | None = None, batch: bool = False) -> Charge:
+        """Record a charge (``batch``: tokens bought through a batch API, at the batch tier); refuse
+        (ConfigError) one that would take spending past the budget."""
+        micros = self.price(human_labels=human_labels, input_tokens=input_tokens, output_tokens=output_tokens,
+                            batch=batch)
         if not self.can_afford(micros):
             raise ConfigError(f"Charging {micros / MICROS:.6f} {self.prices.currency} for {source} would exceed the "
                               f"budget ({self.spent:.6f} of {self.budget} spent).")

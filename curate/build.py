@@ -74,7 +74,8 @@ class LazyBackend:
 def prices_from(prices):
     from curate.budget import Prices
 
-    return Prices(prices.human_per_label, prices.llm_input_per_million, prices.llm_output_per_million, prices.currency)
+    return Prices(prices.human_per_label, prices.llm_input_per_million, prices.llm_output_per_million, prices.currency,
+                  batch_discount=getattr(prices, "batch_discount", 0.0))
 
 
 def ledger_from(prices, money: float | None):

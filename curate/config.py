@@ -137,11 +137,15 @@ class PricesConfig:
     llm_input_per_million: float = 0.0
     llm_output_per_million: float = 0.0
     currency: str = "USD"
+    batch_discount: float = 0.0  # share off token prices of batch-API requests (OpenAI's Batch API: 0.5)
 
     def __post_init__(self) -> None:
         for name in ("human_per_label", "llm_input_per_million", "llm_output_per_million"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"prices.{name} must be >= 0. Got {getattr(self, name)} instead.")
+        if not 0 <= self.batch_discount <= 1:
+            raise ConfigError(f"prices.batch_discount is the share taken off batch-API token prices, between 0 and 1 "
+                              f"(0.5: half price). Got {self.batch_discount} instead.")
         if not self.currency.strip():
             raise ConfigError("prices.currency must name a currency (e.g. USD).")
 

@@ -14,6 +14,13 @@ Cost bound: every prompt is shortened until the tokens the backend will bill for
 ``worst_case_micros`` really bounds each item. Tokens are counted with ``backend.tokenizer`` when
 there is one, else estimated from the characters (3 ASCII characters or 1 byte of anything else
 per token, which overestimates for ordinary text).
+
+A backend that runs many requests at once (``backend.stream``: the OpenAI-compatible one) gets
+the whole call at once, one request per item, and each annotation is yielded as soon as its
+request (and every one before it) has returned, with the tokens of its own request: a run killed
+mid-batch has journalled every answer it received. Through a batch API (``backend.batch_api``)
+the items' requests go as one batch, and their annotations are marked ``batch`` so that the
+ledger charges the batch tier (``Prices.batch_discount``).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import logging
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,13 +39,20 @@ from curate.annotate.human import check_labels
 from curate.budget import Prices
 from curate.errors import ConfigError, DataError
 
-__all__ = ["LLMAnnotator", "parse_label", "split_tokens"]
+__all__ = ["BatchAnnotation", "LLMAnnotator", "parse_label", "split_tokens"]
 
 logger = logging.getLogger(__name__)
 
 # Tokens per scored sequence that the prompt text does not show: a BOS token, and a merge at the
 # prompt/option boundary for backends that tokenise the two together.
 _SLACK = 2
+
+
+@dataclass(frozen=True)
+class BatchAnnotation(Annotation):
+    """An annotation bought through a batch API: the ledger charges its tokens at the batch tier."""
+
+    batch: bool = True
 
 
 def parse_label(text: str | None, labels: Sequence[Any]) -> Any | None:
@@ -102,7 +117,8 @@ class LLMAnnotator:
         template: how an item's text is shown; must contain ``{text}``.
         shots: in-context examples per item, from the labelled set.
         index: an :class:`~curate.index.EmbeddingIndex` over the pool, for nearest-neighbour shots.
-        batch_size: items per backend call; annotations are yielded batch by batch.
+        batch_size: items per backend call; annotations are yielded batch by batch (item by item,
+            and the whole call at once, with a backend that streams).
         chat: render the prompt with the model's chat template.
         verbalizers: label -> the words the model answers with (default: the label itself).
         max_output_tokens: answer length when generating; part of the cost bound.
@@ -164,8 +180,34 @@ class LLMAnnotator:
         """Whether the backend scores a closed option set (else the annotator generates and parses)."""
         return callable(getattr(self.backend, "option_logprobs", None))
 
+    @property
+    def batch_api(self) -> bool:
+        """Whether the backend buys through a batch API (priced at the batch tier)."""
+        return getattr(self.backend, "batch_api", False) is True
+
     def worst_case_micros(self, prices: Prices) -> int:
-        return prices.micros(input_tokens=self.max_input_tokens, output_tokens=self.max_output_tokens)
+        return prices.micros(input_tokens=self.max_input_tokens, output_tokens=self.max_output_tokens,
+                             batch=self.batch_api)
+
+    def item_micros(self, pool, ids: np.ndarray, prices: Prices) -> np.ndarray:
+        """The most labelling each item can cost: its prompt's measured tokens (without shots: with
+        them, the input bound) and the output cap when the label is generated. Much tighter than
+        :meth:`worst_case_micros`, so a money budget buys what it can; the loop trims each batch
+        to these costs, and what is charged (the backend's count) stays within them."""
+        ids = np.asarray(ids, dtype=np.int64)
+        out = 0 if self.scores_options else self.max_output_tokens
+        if self.shots:
+            return np.full(len(ids), prices.micros(input_tokens=self.max_input_tokens, output_tokens=out), dtype=np.int64)
+        cache = self._item_tokens_cache(pool)
+        todo = [i for i in ids.tolist() if i not in cache]
+        for i, text in zip(todo, pool.texts(todo) if todo else [], strict=True):
+            cache[i] = self._fit(text, [])[1]
+        return np.array([prices.micros(input_tokens=cache[i], output_tokens=out) for i in ids.tolist()], dtype=np.int64)
+
+    def _item_tokens_cache(self, pool) -> dict[int, int]:
+        if getattr(self, "_tokens_pool", None) is not pool:
+            self._tokens_pool, self._tokens = pool, {}
+        return self._tokens
 
     # ---------------------------------------------------------------- annotation
 
@@ -173,19 +215,55 @@ class LLMAnnotator:
         ids = np.asarray(ids, dtype=np.int64).ravel()
         if not len(ids):
             return
+        failures = 0
+        stream = getattr(self.backend, "stream", None)
+        made = self._streamed(stream, pool, ids, labeled) if callable(stream) else self._batched(pool, ids, labeled)
+        for ann in made:
+            failures += ann.label is None
+            yield ann
+        logger.info("llm annotated %d item(s), %d failure(s)", len(ids), failures)
+
+    def _items(self, pool, ids: np.ndarray, labeled: Mapping[int, Any] | None) -> Iterator[tuple]:
+        """``(batch ids, their texts, their shots as (text, label) pairs)``, ``batch_size`` ids at a time."""
         examples = self._examples(labeled)
         example_vectors = None
         if self.shots and examples and self.index is not None:
             example_vectors = self.index.vectors_of([i for i, _ in examples])
-        failures = 0
         for start in range(0, len(ids), self.batch_size):
             batch = ids[start:start + self.batch_size]
             shots = self._retrieve(batch, examples, example_vectors)
             shot_ids = sorted({i for row in shots for i, _ in row})
             shot_text = dict(zip(shot_ids, pool.texts(shot_ids), strict=True)) if shot_ids else {}
+            yield batch, pool.texts(batch), [[(shot_text[i], label) for i, label in row] for row in shots]
+
+    def _streamed(self, stream, pool, ids: np.ndarray, labeled: Mapping[int, Any] | None) -> Iterator[Annotation]:
+        """One request per item through ``backend.stream``; each annotation as soon as its request is back."""
+        make = BatchAnnotation if self.batch_api else Annotation
+        ask = self._score if self.scores_options else self._generate
+
+        def one(item: tuple) -> tuple:
+            # The prompt is rendered where it is sent: a chat backend remembers a bounded number of
+            # renderings, and a batch of many items would outgrow it if all were rendered first.
+            item_id, text, shots = item
+            prompt, _, note = self._fit(text, shots)
+            labels, confidences, answer_notes, _ = ask([prompt])
+            return item_id, labels[0], confidences[0], "; ".join(n for n in (note, answer_notes[0]) if n)
+
+        items = ((int(i), text, shots) for batch, texts, rows in self._items(pool, ids, labeled)
+                 for i, text, shots in zip(batch.tolist(), texts, rows, strict=True))
+        for _, (item_id, label, confidence, note), used in stream(one, items):
+            if used.input_tokens > self.max_input_tokens:
+                logger.warning("the backend billed %d input tokens for item %d, over the bound of %d per item",
+                               used.input_tokens, item_id, self.max_input_tokens)
+            yield make(item_id, label, "llm", confidence, input_tokens=used.input_tokens,
+                       output_tokens=used.output_tokens, note=note)
+
+    def _batched(self, pool, ids: np.ndarray, labeled: Mapping[int, Any] | None) -> Iterator[Annotation]:
+        """``batch_size`` prompts per backend call; tokens split over the batch's items by their prompts."""
+        for batch, texts, rows in self._items(pool, ids, labeled):
             prompts, costs, notes = [], [], []
-            for text, row in zip(pool.texts(batch), shots, strict=True):
-                prompt, cost, note = self._fit(text, [(shot_text[i], label) for i, label in row])
+            for text, shots in zip(texts, rows, strict=True):
+                prompt, cost, note = self._fit(text, shots)
                 prompts.append(prompt)
                 costs.append(cost)
                 notes.append(note)
@@ -202,11 +280,9 @@ class LLMAnnotator:
             tokens_in = split_tokens(used_in, costs)
             tokens_out = split_tokens(used_out, written)
             for k, item_id in enumerate(batch.tolist()):
-                failures += labels[k] is None
                 note = "; ".join(n for n in (notes[k], answer_notes[k]) if n)
                 yield Annotation(item_id, labels[k], "llm", confidences[k], input_tokens=tokens_in[k],
-                                 output_tokens=tokens_out[k], note=note)
-        logger.info("llm annotated %d item(s), %d failure(s)", len(ids), failures)
+                                 output_tokens=tokens_out[k], note=note, call_end=k == len(batch) - 1)
 
     def _score(self, prompts: list[str]):
         logprobs = np.asarray(self.backend.option_logprobs(prompts, self._options(), normalize=True), dtype=np.float64)

@@ -20,10 +20,21 @@ generated from as one user message each, and scoring that needs echo is refused 
 reason. ``api="chat"`` never calls ``/completions``; ``api="completions"`` sends every prompt there as
 text (``chat`` still goes to chat, since it takes messages).
 
-Requests go out through ``_each`` (in order, one at a time: the one place to bound concurrent requests)
-and ``_post`` (one POST): transient failures (connection errors, timeouts, HTTP 429 and 5xx) are
-retried with capped exponential backoff; any other 4xx means the request itself is wrong and is
-raised at once.
+Requests go out through :meth:`~OpenAICompatibleBackend.stream` (and ``_each``, its list form) and
+``_post`` (one POST). ``stream`` runs up to ``max_concurrency`` requests at once on a thread pool
+sharing one ``httpx.Client`` (the request code stays synchronous, and ``httpx.MockTransport`` still
+serves tests); the first request of a call goes alone, so what the server lacks is learned once and
+not by sixteen failures. Results come back in input order as the completed prefix grows, each with
+the tokens its own requests used, so a caller can journal each paid answer as it arrives. Transient
+failures (connection errors, timeouts, HTTP 429 and 5xx) are retried with capped exponential backoff
+and jitter, or after the server's ``Retry-After``; any other 4xx means the request itself is wrong and
+is raised at once. ``timeout`` bounds each request.
+
+With ``batch_api`` every request goes through the OpenAI Batch API instead
+(:mod:`curate.backends.batch_api`): a call's requests are collected, submitted as one batch, its id
+recorded in the run's journal (:meth:`~OpenAICompatibleBackend.use_journal`), polled, and the answers
+read back; a resumed run waits for the recorded batch rather than submitting again. Identical
+requests (the same endpoint and body) share one answer.
 """
 
 from __future__ import annotations
@@ -32,9 +43,11 @@ import logging
 import math
 import os
 import random
+import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import httpx
@@ -44,10 +57,12 @@ from curate.backends.base import (
     BaseBackend,
     Generation,
     TokenLogprobs,
+    Usage,
     _check_options,
     _check_same_length,
     log_softmax_rows,
 )
+from curate.backends.batch_api import BatchJobs, MemoryRecord, request_key
 from curate.errors import BackendError, ConfigError, MissingDependencyError
 
 __all__ = ["APIS", "OpenAICompatibleBackend"]
@@ -82,6 +97,22 @@ class _MissingLogprobs(BackendError):
     """A 200 answer without the log-probs asked for: the server ignores echo or logprobs."""
 
 
+# A BaseException, not an error: it must pass every ``except BackendError`` between ``_post`` and the
+# batch collector, as the request it stands for has not failed but has not been sent yet.
+class _Deferred(BaseException):  # noqa: N818
+    """A request collected for the next batch (``batch_api``): the item is run again once it is answered."""
+
+
+class _Collector:
+    """The requests of one pass over a call's items (``batch_api``) and the answers known so far."""
+
+    def __init__(self, answers: dict[str, dict], tries: dict[str, int]) -> None:
+        self.answers = answers  # custom_id -> {"status", "body"} or {"status": None, "error"}
+        self.tries = tries  # custom_id -> batches it was sent in without a final answer
+        self.requests: dict[str, tuple[str, dict, str]] = {}  # custom_id -> (path, body, kind)
+        self.seen: dict[str, int] = {}  # request key -> times the current item sent it
+
+
 class OpenAICompatibleBackend(BaseBackend):
     """Scores and samples through an OpenAI-compatible HTTP server.
 
@@ -96,12 +127,18 @@ class OpenAICompatibleBackend(BaseBackend):
         template, token counts and option tokens; by default the model's folder when ``model`` is one.
     top_logprobs : answer tokens asked for when scoring options over chat (OpenAI allows at most 20).
     timeout : seconds allowed for each HTTP request.
+    max_concurrency : the most requests in flight at once (16 suits hosted APIs; a local server may take
+        more, a rate-limited key fewer).
     max_retries : how many times a transient failure is retried (so ``max_retries + 1`` attempts in all).
     backoff, max_backoff : the first retry waits about ``backoff`` seconds, doubling up to ``max_backoff``.
     batch_size : how many prompts are sent in one ``/completions`` request (1: each as a plain string,
         for servers that take no list).
+    batch_api : send every request through the OpenAI Batch API (a discount, answers within
+        ``batch_window``); batch ids are recorded where :meth:`use_journal` says.
+    batch_poll_interval : seconds between polls of a submitted batch.
+    batch_window : the completion window asked for (OpenAI: ``"24h"``).
     transport : an ``httpx`` transport to use instead of the network (tests pass ``httpx.MockTransport``).
-    sleep : called with the seconds to wait between attempts (tests pass a recorder).
+    sleep : called with the seconds to wait between attempts and polls (tests pass a recorder).
     """
 
     name = "openai-compatible"
@@ -120,6 +157,10 @@ class OpenAICompatibleBackend(BaseBackend):
         backoff: float = 0.5,
         max_backoff: float = 8.0,
         batch_size: int = 16,
+        max_concurrency: int = 16,
+        batch_api: bool = False,
+        batch_poll_interval: float = 30.0,
+        batch_window: str = "24h",
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], Any] = time.sleep,
     ) -> None:
@@ -135,9 +176,17 @@ class OpenAICompatibleBackend(BaseBackend):
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.batch_size = batch_size
+        self.max_concurrency = max_concurrency
+        self.batch_api = batch_api
+        self.batch_poll_interval = batch_poll_interval
+        self.batch_window = batch_window
         self.transport = transport
         self.sleep = sleep
         self._client: httpx.Client | None = None
+        self._lock = threading.Lock()  # usage and the client, shared by the request threads
+        self._local = threading.local()  # per thread: the item's usage, nesting depth, batch collector
+        self._record: Any = None  # where batch ids go (the run's journal), set by use_journal
+        self._jobs: BatchJobs | None = None
         # Jitter only; seeded so that reruns and tests see the same delays.
         self._rng = random.Random(0)
         # Learned on first refusal: some servers reject max_tokens=0 and need one generated token.
@@ -405,10 +454,11 @@ class OpenAICompatibleBackend(BaseBackend):
             text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
             text += "assistant:" if add_generation_prompt else ""
         if add_generation_prompt and api != "completions":
-            self._conversations[text] = messages
-            self._conversations.move_to_end(text)
-            while len(self._conversations) > _MAX_CONVERSATIONS:
-                self._conversations.popitem(last=False)
+            with self._lock:  # prompts are rendered on the request threads too (stream)
+                self._conversations[text] = messages
+                self._conversations.move_to_end(text)
+                while len(self._conversations) > _MAX_CONVERSATIONS:
+                    self._conversations.popitem(last=False)
         return text
 
     @property
@@ -426,10 +476,11 @@ class OpenAICompatibleBackend(BaseBackend):
             return [None] * len(prompts)
         found: list[list[dict[str, str]] | None] = []
         for prompt in prompts:
-            messages = self._conversations.get(prompt)
-            if messages is not None:
-                self._conversations.move_to_end(prompt)
-            elif api == "chat":
+            with self._lock:
+                messages = self._conversations.get(prompt)
+                if messages is not None:
+                    self._conversations.move_to_end(prompt)
+            if messages is None and api == "chat":
                 messages = self._as_user_message(prompt)
             found.append(messages)
         return found
@@ -466,13 +517,163 @@ class OpenAICompatibleBackend(BaseBackend):
     def _url(self, path: str) -> str:
         return self.base_url.rstrip("/") + path
 
+    def use_journal(self, journal: Any) -> None:
+        """Record Batch API batches in ``journal`` (anything with ``get_meta`` / ``set_meta``: the run's
+        journal), so that a run killed while a batch runs picks it up on resume instead of paying again."""
+        self._record = journal
+        self._jobs = None
+
+    def stream(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[tuple[int, R, Usage]]:
+        """``fn(item)`` for every item, where ``fn`` calls this backend (``option_logprobs([prompt],
+        ...)``, ``generate``...): up to ``max_concurrency`` items at once, or all of them through one
+        batch with ``batch_api``. Yields ``(position, result, usage)`` as items finish, in input order
+        (the completed prefix), ``usage`` being the tokens of that item's own requests; when an item
+        fails, those already answered are yielded (they were paid for) before its error is raised."""
+        if getattr(self._local, "depth", 0):  # called from inside an item: it runs there, inline
+            for k, item in enumerate(items):
+                yield (k, *self._run_item(fn, item))
+            return
+        if self.batch_api:
+            yield from self._batch_stream(fn, list(items))
+        else:
+            yield from self._fan_out(fn, items)
+
     def _each(self, send: Callable[[T], R], items: Sequence[T]) -> list[R]:
-        """``send(item)`` for every item, results in order: where requests fan out (one at a time for now),
-        under a progress bar when there are many (none in quiet mode)."""
+        """``send(item)`` for every item, results in order (:meth:`stream`), under a progress bar when
+        there are many (none in quiet mode)."""
+        if getattr(self._local, "depth", 0):
+            return [send(item) for item in items]
         from curate.progress import progress
 
-        return [send(item) for item in progress(items, total=len(items), desc=f"{self.model} requests",
-                                                 unit="request", min_total=8)]
+        out: list[Any] = [None] * len(items)
+        for k, result, _ in progress(self.stream(send, items), total=len(items), desc=f"{self.model} requests",
+                                     unit="request", min_total=8):
+            out[k] = result
+        return out
+
+    def _run_item(self, fn: Callable[[T], R], item: T) -> tuple[R, Usage]:
+        """``fn(item)`` with the usage of its requests counted apart (and in every enclosing item's)."""
+        local = self._local
+        used = Usage()
+        stack = getattr(local, "usages", None)
+        if stack is None:
+            stack = local.usages = []
+        stack.append(used)
+        local.depth = getattr(local, "depth", 0) + 1
+        try:
+            return fn(item), used
+        finally:
+            local.depth -= 1
+            stack.pop()
+
+    def _fan_out(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[tuple[int, R, Usage]]:
+        limit = self._checked_concurrency()
+        self._http()  # built here, once, not by the first threads to need it
+        source = enumerate(items)
+        first = next(source, None)
+        if first is None:
+            return
+        yield (first[0], *self._run_item(fn, first[1]))  # alone: what it learns, the others need not fail to learn
+        if limit == 1:
+            for k, item in source:
+                yield (k, *self._run_item(fn, item))
+            return
+        executor = ThreadPoolExecutor(max_workers=limit, thread_name_prefix="curate-http")
+        window: deque[tuple[int, Future]] = deque()
+
+        def top_up() -> None:
+            # A few queued beyond those in flight keep every worker busy; the pool bounds the flight.
+            while len(window) < 2 * limit:
+                nxt = next(source, None)
+                if nxt is None:
+                    return
+                window.append((nxt[0], executor.submit(self._run_item, fn, nxt[1])))
+
+        try:
+            top_up()
+            while window:
+                k, future = window[0]
+                try:
+                    result, used = future.result()
+                except Exception:
+                    for _, queued in window:
+                        queued.cancel()
+                    for j, other in list(window)[1:]:  # answered and paid for: still the caller's
+                        if not other.cancelled() and other.exception() is None:
+                            yield (j, *other.result())
+                    raise
+                window.popleft()
+                yield k, result, used
+                top_up()
+        finally:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+    def _batch_stream(self, fn: Callable[[T], R], items: list[T]) -> Iterator[tuple[int, R, Usage]]:
+        """Every item run until its requests are known, those sent as one batch, the items run again
+        with the answers; repeated while an item needs another request (a refusal's fallback, a retry)."""
+        answers: dict[str, dict] = {}
+        tries: dict[str, int] = {}
+        pending = list(range(len(items)))
+        while pending:
+            collector = _Collector(answers, tries)
+            waiting = []
+            for k in pending:
+                collector.seen = {}
+                self._local.batch = collector
+                try:
+                    result, used = self._run_item(fn, items[k])
+                except _Deferred:
+                    waiting.append(k)
+                    continue
+                finally:
+                    self._local.batch = None
+                yield k, result, used
+            if not waiting:
+                return
+            if not collector.requests:  # pragma: no cover - a deferred item always leaves its request
+                raise BackendError("internal error: items wait for a batch that has no requests")
+            arrived = self._batch_jobs().run({c: (path, body) for c, (path, body, _) in collector.requests.items()})
+            for cid, answer in arrived.items():
+                if answer.get("status") == 200 and isinstance(answer.get("body"), dict):
+                    self._record_usage(answer["body"], collector.requests[cid][2], item=False)
+            answers.update(arrived)
+            pending = waiting
+
+    def _batch_jobs(self) -> BatchJobs:
+        if self._jobs is None:
+            self._check_params()
+            if self._record is None:
+                self._warn_once("memory", "batch ids are kept in memory only (no journal was given with use_journal): "
+                                "a process killed while a batch runs cannot pick it up again")
+                self._record = MemoryRecord()
+            self._jobs = BatchJobs(self._send, self.base_url, self._record, poll_interval=self.batch_poll_interval,
+                                   completion_window=self.batch_window, sleep=self.sleep)
+        return self._jobs
+
+    def _answered(self, collector: _Collector, path: str, payload: dict, kind: str) -> tuple[str, dict]:
+        """The batch's answer to one request, or the request collected for the next batch."""
+        key = request_key(path, payload)
+        n = collector.seen.get(key, 0)
+        collector.seen[key] = n + 1
+        cid = f"{key}-{n}"  # an item that sends the same request twice wants two answers
+        url = self._url(path)
+        answer = collector.answers.get(cid)
+        if answer is not None:
+            status = answer.get("status")
+            if status == 200 and isinstance(answer.get("body"), dict):
+                self._record_usage(answer["body"], kind, total=False)
+                return url, answer["body"]
+            message = str(answer.get("error") or _batch_message(answer.get("body")))
+            if isinstance(status, int) and status != 429 and 400 <= status < 500:
+                raise _RejectedRequest(f"POST {url} (in a batch) was rejected with HTTP {status}: {message}. This is "
+                                       "not retried because the request itself is wrong.", status)
+            collector.tries[cid] = collector.tries.get(cid, 0) + 1
+            if collector.tries[cid] > self.max_retries:
+                raise BackendError(f"POST {url} (in a batch) failed in {collector.tries[cid]} batches "
+                                   f"(max_retries={self.max_retries}); last error: HTTP {status}: {message}.")
+            del collector.answers[cid]  # transient (429, 5xx, expired): sent again in the next batch
+        collector.requests[cid] = (path, payload, kind)
+        raise _Deferred
 
     def _completions(self, texts: list[str], payload: dict, *, kind: str, n: int = 1) -> list[dict]:
         """The choices of ``/completions`` for each text (``n`` each, in order), ``batch_size`` texts per request."""
@@ -502,35 +703,49 @@ class OpenAICompatibleBackend(BaseBackend):
         return result
 
     def _http(self) -> httpx.Client:
-        if self._client is None:
-            self._check_params()
-            api_key = self.api_key if self.api_key is not None else os.environ.get("OPENAI_API_KEY")
-            headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-            self._client = httpx.Client(timeout=self.timeout, transport=self.transport, headers=headers)
+        with self._lock:
+            if self._client is None:
+                self._check_params()
+                api_key = self.api_key if self.api_key is not None else os.environ.get("OPENAI_API_KEY")
+                headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+                limit = self._checked_concurrency()
+                limits = httpx.Limits(max_connections=limit, max_keepalive_connections=limit)
+                self._client = httpx.Client(timeout=self.timeout, transport=self.transport, headers=headers,
+                                            limits=limits)
         return self._client
 
     def _post(self, path: str, payload: dict, *, kind: str) -> tuple[str, dict]:
-        """POST ``payload`` as JSON, retrying transient failures; return the URL and the JSON body."""
+        """POST ``payload`` as JSON, retrying transient failures; return the URL and the JSON body. With
+        ``batch_api`` the answer comes from a batch (the request is collected for one when not yet sent)."""
+        collector = getattr(self._local, "batch", None)
+        if collector is not None:
+            return self._answered(collector, path, payload, kind)
+        url = self._url(path)
+        body = _json_body(self._send("POST", path, json=payload), url)
+        self._record_usage(body, kind)
+        return url, body
+
+    def _send(self, method: str, path: str, *, retry: bool = True, **kwargs: Any) -> httpx.Response:
+        """One HTTP request to ``path`` under ``base_url``, transient failures retried (``retry``); a
+        response under 400 is returned, another 4xx raised at once as the request's own fault."""
         client = self._http()
         url = self._url(path)
-        attempts = self.max_retries + 1
+        attempts = self.max_retries + 1 if retry else 1
         last_error = ""
         for attempt in range(attempts):
             retry_after = None
             try:
-                response = client.post(url, json=payload)
+                response = client.request(method, url, **kwargs)
             except httpx.TransportError as exc:  # connection refused or reset, timeouts, broken responses
                 last_error = f"{type(exc).__name__}: {exc}"
             else:
                 status = response.status_code
                 if status < 400:
-                    body = _json_body(response, url)
-                    self._record_usage(body, kind)
-                    return url, body
+                    return response
                 message = _server_message(response)
                 if status != 429 and status < 500:
                     raise _RejectedRequest(
-                        f"POST {url} was rejected with HTTP {status}: {message}. This is not retried because "
+                        f"{method} {url} was rejected with HTTP {status}: {message}. This is not retried because "
                         "the request itself is wrong: check the model name, base_url and parameters.",
                         status,
                     )
@@ -539,7 +754,7 @@ class OpenAICompatibleBackend(BaseBackend):
             if attempt + 1 < attempts:
                 self.sleep(self._delay(attempt, retry_after))
         raise BackendError(
-            f"POST {url} failed after {attempts} attempts (max_retries={self.max_retries}); "
+            f"{method} {url} failed after {attempts} attempts (max_retries={self.max_retries}); "
             f"last error: {last_error}. Check that the server is up, or raise 'max_retries' or 'timeout'."
         )
 
@@ -550,9 +765,24 @@ class OpenAICompatibleBackend(BaseBackend):
         # "Equal jitter": spreads clients that failed together, yet never shrinks the next wait.
         return capped * (0.5 + 0.5 * self._rng.random())
 
-    def _record_usage(self, body: dict, kind: str) -> None:
+    def _record_usage(self, body: dict, kind: str, *, total: bool = True, item: bool = True) -> None:
+        """Count a response's tokens in the backend's ``usage`` (``total``) and in the usage of the
+        items it answers (``item``: those :meth:`stream` is running on this thread)."""
         usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
-        self.usage.add(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0, kind=kind)
+        tokens_in, tokens_out = usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
+        if total:
+            with self._lock:
+                self.usage.add(tokens_in, tokens_out, kind=kind)
+        if item:
+            for used in getattr(self._local, "usages", None) or ():
+                used.add(tokens_in, tokens_out, kind=kind)
+
+    def _checked_concurrency(self) -> int:
+        value = self.max_concurrency
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"The 'max_concurrency' parameter of OpenAICompatibleBackend must be an int >= 1 "
+                              f"(requests in flight at once). Got {value!r} instead.")
+        return value
 
     def _checked_batch_size(self) -> int:
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -573,7 +803,10 @@ class OpenAICompatibleBackend(BaseBackend):
                 f"The 'max_retries' parameter of OpenAICompatibleBackend must be an int >= 0. "
                 f"Got {self.max_retries!r} instead."
             )
-        for name in ("timeout", "backoff", "max_backoff"):
+        if not isinstance(self.batch_api, bool):
+            raise ConfigError(f"The 'batch_api' parameter of OpenAICompatibleBackend must be true or false. "
+                              f"Got {self.batch_api!r} instead.")
+        for name in ("timeout", "backoff", "max_backoff", "batch_poll_interval"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value < 0 or (name == "timeout" and value == 0):
                 raise ConfigError(
@@ -611,6 +844,17 @@ def _server_message(response: httpx.Response) -> str:
         for key in ("error", "message", "detail"):
             if body.get(key):
                 return str(body[key])
+    return str(body)[:500]
+
+
+def _batch_message(body: Any) -> str:
+    """The error text of a response body read from a batch's output or error file."""
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        if error:
+            return str(error)
     return str(body)[:500]
 
 
