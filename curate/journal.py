@@ -267,25 +267,34 @@ class Journal:
         by a later round. A label may follow a failure for the same item within one stream (a
         hybrid annotator routing an item from the LLM to a person); a second label may not.
         """
+        with self._tx():
+            self._insert(annotation, charge, round)
+
+    def record_call(self, bought: list[tuple[Annotation, Charge]], round: int) -> None:
+        """Commit the ``(annotation, charge)`` pairs one paid call bought, in one transaction."""
+        with self._tx():
+            for annotation, charge in bought:
+                self._insert(annotation, charge, round)
+
+    def _insert(self, annotation: Annotation, charge: Charge, round: int) -> None:
         label = None if annotation.label is None else json.dumps(_plain(annotation.label))
         values = (label, annotation.source, annotation.confidence, round, annotation.note, time.time())
-        with self._tx():
-            row = self.db.execute("SELECT label FROM labels WHERE item_id = ?", (annotation.item_id,)).fetchone()
-            if row is None:
-                self.db.execute("INSERT INTO labels VALUES (?, ?, ?, ?, ?, ?, ?)", (annotation.item_id, *values))
-                self._bump(labels=1)
-            elif label is not None and row[0] is None:
-                self.db.execute("UPDATE labels SET label = ?, source = ?, confidence = ?, round = ?, note = ?, "
-                                "created = ? WHERE item_id = ?", (*values, annotation.item_id))
-            elif label is not None:
-                raise DataError(f"item {annotation.item_id} is already labelled in {self.path}; "
-                                "an item is never bought twice.")
-            self.db.execute(
-                "INSERT INTO charges (item_id, round, source, micros, human_labels, input_tokens, output_tokens) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (annotation.item_id, round, charge.source, charge.micros, charge.human_labels, charge.input_tokens,
-                 charge.output_tokens))
-            self._bump(charges=1, micros=charge.micros)
+        row = self.db.execute("SELECT label FROM labels WHERE item_id = ?", (annotation.item_id,)).fetchone()
+        if row is None:
+            self.db.execute("INSERT INTO labels VALUES (?, ?, ?, ?, ?, ?, ?)", (annotation.item_id, *values))
+            self._bump(labels=1)
+        elif label is not None and row[0] is None:
+            self.db.execute("UPDATE labels SET label = ?, source = ?, confidence = ?, round = ?, note = ?, "
+                            "created = ? WHERE item_id = ?", (*values, annotation.item_id))
+        elif label is not None:
+            raise DataError(f"item {annotation.item_id} is already labelled in {self.path}; "
+                            "an item is never bought twice.")
+        self.db.execute(
+            "INSERT INTO charges (item_id, round, source, micros, human_labels, input_tokens, output_tokens) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (annotation.item_id, round, charge.source, charge.micros, charge.human_labels, charge.input_tokens,
+             charge.output_tokens))
+        self._bump(charges=1, micros=charge.micros)
 
     def record_charge(self, charge: Charge, *, scores: tuple[str, dict[int, float]] | None = None) -> None:
         """Commit a charge that buys no label (a teacher probe, an LLM scoring items while selecting),

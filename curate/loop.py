@@ -192,6 +192,9 @@ class ActiveLoop:
                 clock = time.perf_counter()
                 try:
                     selection = strategy.select(state, size, rng=np.random.default_rng([self.seed, r]))
+                    for part in _annotators(self.annotator):  # e.g. Label Studio's task scores
+                        if callable(getattr(part, "use_scores", None)):
+                            part.use_scores(selection.ids, selection.scores)
                 except SelectionBudgetReached as err:
                     reason = f"money budget reached while selecting: {err} ({self.ledger.describe()})"
                     break
@@ -214,6 +217,10 @@ class ActiveLoop:
     def _complete(self, journal: Journal, r: int, selected: np.ndarray, labels: dict, attempted: set,
                   history: History) -> None:
         """Buy the round's labels not bought yet, train, evaluate, and journal the round as done."""
+        for part in _annotators(self.annotator):  # where a batch-API backend records its batch ids
+            for holder in (part, getattr(part, "backend", None)):
+                if callable(getattr(holder, "use_journal", None)):
+                    holder.use_journal(journal)
         # Items routed to people and not answered yet were paid for (the LLM's attempt) but are not
         # done: they go back to the annotator, which sends them straight to people again.
         pending = journal.routed_pending()
@@ -222,16 +229,23 @@ class ActiveLoop:
         todo = np.array([i for i in selected.tolist() if i not in attempted or i in pending], dtype=np.int64)
         bought = 0
         asked = set(todo.tolist())
+        call: list = []  # the annotations of one paid call, journalled together
         for ann in self.annotator.annotate(self.pool, todo, labeled=dict(labels)):
             if ann.item_id not in asked:
                 raise DataError(f"annotator returned item {ann.item_id}, which round {r} did not ask for.")
             charge = self.ledger.charge(ann.source, human_labels=ann.human_labels, input_tokens=ann.input_tokens,
-                                        output_tokens=ann.output_tokens, item_id=ann.item_id, round=r)
-            journal.record(ann, charge, r)
+                                        output_tokens=ann.output_tokens, item_id=ann.item_id, round=r,
+                                        batch=getattr(ann, "batch", False))  # bought through a batch API
+            call.append((ann, charge))
+            if ann.call_end:
+                journal.record_call(call, r)
+                call = []
             attempted.add(ann.item_id)
             if ann.label is not None:
                 labels[ann.item_id] = ann.label
                 bought += 1
+        if call:
+            journal.record_call(call, r)
         journal.mark_annotated(r)
         self._fit(labels)
         metric = self.evaluate(self.learner) if self.evaluate is not None and labels else None

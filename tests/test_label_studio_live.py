@@ -28,7 +28,7 @@ import pytest
 from curate.acquire import make_strategy
 from curate.annotate.base import Annotation, AwaitingHumanLabels
 from curate.annotate.hybrid import HybridAnnotator
-from curate.annotate.label_studio import LabelStudioAnnotator, RecordPredictions, ScoreTap
+from curate.annotate.label_studio import LabelStudioAnnotator, RecordPredictions
 from curate.budget import Ledger, Prices
 from curate.learners import EmbeddingClassifier
 from curate.loop import ActiveLoop
@@ -175,7 +175,7 @@ def _loop(server, run_dir, x, gold, pool, title):
     people = LabelStudioAnnotator(LABELS, project=title, url=url, api_key=token)
     recorder = Recorder(make_strategy("margin"))
     annotator = HybridAnnotator(RecordPredictions(FakeLLM(gold), people), people, threshold=0.9)
-    loop = ActiveLoop(pool, strategy=ScoreTap(recorder, people), annotator=annotator,
+    loop = ActiveLoop(pool, strategy=recorder, annotator=annotator,
                       learner=EmbeddingClassifier(x, LABELS), run_dir=run_dir, init_size=8, batch_size=6,
                       stopping=MaxRounds(2), ledger=Ledger(Prices(human_per_label=0.5)), seed=1)
     return loop, recorder
@@ -325,7 +325,7 @@ def test_the_annotator_against_a_stand_in_client():
     people = LabelStudioAnnotator(LABELS, project="curate", client=sdk)
     assert "key" not in repr(people).lower()
     people.suggest(4, "neg", 0.6)
-    people.note_scores([4, 7], [0.9, 0.2])
+    people.use_scores([4, 7], [0.9, 0.2])
     with pytest.raises(AwaitingHumanLabels, match="2 item"):
         list(people.annotate(pool, np.array([4, 7])))
     assert "Choice value=\"pos\"" in sdk.projects_[1]["label_config"]
@@ -342,3 +342,69 @@ def test_the_annotator_against_a_stand_in_client():
     second["annotations"] = [{"result": [{"value": {"choices": ["mixed"]}}]}]
     with pytest.raises(ValueError, match="Label Studio project 1 at .*unknown label 'mixed'"):
         list(people.annotate(pool, np.array([4, 7])))
+
+
+class HashEmbedder:
+    """An embedder fake: bag of words hashed into 16 dimensions, unit length."""
+
+    name = "hash16"
+    dim = 16
+
+    def encode(self, texts):
+        out = np.zeros((len(texts), 16), dtype=np.float32)
+        for r, text in enumerate(texts):
+            for word in text.split():
+                out[r, sum(map(ord, word)) % 16] += 1
+            out[r, 15] += 0.01  # no all-zero rows
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def test_a_recipe_run_pushes_the_acquisition_scores(tmp_path, monkeypatch):
+    """``curate run`` with ``annotator.kind: labelstudio``: the loop hands each round's selection
+    scores to the annotator, so round 1's tasks carry margin's own scores (negated in the
+    prediction), not the order's; round 0 (random: no scores) falls back to the order."""
+    import curate.paradigms.classify.run as classify_run
+
+    import curate.embed
+    from curate.cli import main
+
+    sdk, selections = FakeSDK(), []
+    monkeypatch.setattr(LabelStudioAnnotator, "from_options", classmethod(  # the recipe's options, the stand-in SDK
+        lambda cls, labels, options, **kw: cls(labels, client=sdk, **dict(options or {}))))
+    monkeypatch.setattr(curate.embed, "load_embedder", lambda *a, **k: HashEmbedder())
+    strategy_from = classify_run.strategy_from
+
+    def recorded(*args, **kwargs):
+        recorder = Recorder(strategy_from(*args, **kwargs))
+        selections.append(recorder.selections)
+        return recorder
+
+    monkeypatch.setattr(classify_run, "strategy_from", recorded)
+    _, gold, _ = _world(30)
+    words = ["great", "fine", "dull", "bad", "superb", "awful"]
+    rows = [{"text": f"review {i}: a {words[i % 6]} {'great' if g == 'pos' else 'dull'} film"} for i, g in enumerate(gold)]
+    (tmp_path / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("paradigm: classify\npool: {path: pool.jsonl}\nlabels: [pos, neg]\n"
+                      "init: {strategy: random, size: 4}\nacquire: {strategy: margin, batch_size: 3}\n"
+                      "annotator: {kind: labelstudio, label_studio: {project: offline recipe}}\n"
+                      "prices: {human_per_label: 0.1}\nstop: {rounds: 2}\n")
+    run_dir = tmp_path / "run"
+    assert main(["--quiet", "run", str(recipe), "--out", str(run_dir)]) == 0
+    round0 = list(sdk.tasks_)
+    assert len(round0) == 4 and all(t["data"]["curate_score"] is None for t in round0)  # random gives no scores
+    assert sorted(-t["predictions"][0]["score"] for t in round0) == [0.25, 0.5, 0.75, 1.0]  # the order stands in
+    for task in round0:
+        task["annotations"] = [{"result": [{"value": {"choices": [gold[task["data"]["curate_id"]]]}}]}]
+    assert main(["--quiet", "resume", str(run_dir)]) == 0
+    round1 = sdk.tasks_[4:]
+    acquire = [s for run in selections for s in run if s.scores is not None]  # margin's, in the resumed run
+    assert len(round1) == 3 and len(acquire) == 1
+    score_of = dict(zip(acquire[0].ids.tolist(), acquire[0].scores.tolist(), strict=True))
+    assert sorted(t["data"]["curate_id"] for t in round1) == sorted(score_of)
+    for task in round1:
+        score = score_of[task["data"]["curate_id"]]
+        assert task["data"]["curate_score"] == pytest.approx(score)
+        assert task["predictions"][0]["score"] == pytest.approx(-score)
+    order = {1.0, 1 - 1 / 3, 1 - 2 / 3}
+    assert not all(any(abs(s - o) < 1e-9 for o in order) for s in score_of.values())  # not the order's stand-in

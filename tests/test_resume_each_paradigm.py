@@ -26,18 +26,18 @@ import os, signal, sys
 from curate.journal import Journal
 
 kill_at = int(os.environ.get("KILL_AT", "0"))
-record = Journal.record
+record_call = Journal.record_call
 count = [0]
 
 
-def record_then_maybe_die(self, *args, **kwargs):
-    record(self, *args, **kwargs)   # committed before we die
-    count[0] += 1
-    if count[0] == kill_at:
+def record_then_maybe_die(self, bought, *args, **kwargs):
+    record_call(self, bought, *args, **kwargs)   # committed before we die
+    count[0] += len(bought)
+    if kill_at and count[0] >= kill_at:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-Journal.record = record_then_maybe_die
+Journal.record_call = record_then_maybe_die
 from curate.cli import main
 
 sys.exit(main(sys.argv[1:]))
@@ -87,6 +87,10 @@ def _killed_then_resumed(tmp_path, recipe: Path, kill_at: int, paradigm: str, *,
     assert json.loads(exported.stdout.strip().splitlines()[-1])["paradigm"] == paradigm
     rows = [json.loads(line) for line in (tmp_path / "export.jsonl").read_text().splitlines()]
     assert len(rows) >= len(want)
+    # The same convention in every paradigm: JSONL (train) and a dataset card beside it.
+    card = (tmp_path / "README.md").read_text()
+    assert card.startswith("---\n") and f"paradigm: {paradigm}" in card and "path: export.jsonl" in card
+    assert f"| money spent | {want_spent / 1e6:.4f} " in card
     # ICL's demonstrations carry the pool's own id column (a pool for `icl select`); preference pairs
     # are prompt/chosen/rejected rows for TRL, with provenance but no pool id.
     if paradigm not in ("icl", "prefs"):

@@ -30,6 +30,10 @@ class Annotation:
     input_tokens: int = 0        # billable LLM tokens
     output_tokens: int = 0
     note: str = ""
+    # False: more annotations bought by the same paid call follow (an LLM batch whose shared prompt
+    # prefix was read once). The loop journals a call's annotations in one transaction, so a kill
+    # never splits a call: a resumed run re-asks whole calls and pays what an uninterrupted run pays.
+    call_end: bool = True
 
     @property
     def ok(self) -> bool:

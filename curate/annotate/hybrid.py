@@ -91,6 +91,19 @@ class HybridAnnotator:
                     self.routed_.discard(h.item_id)
                 yield h
 
+    @property
+    def item_micros(self):
+        """Per-item bounds (the LLM's measured prompt + a person's label) where the LLM has them,
+        else absent (the loop sizes batches by :meth:`worst_case_micros`)."""
+        llm = getattr(self.llm, "item_micros", None)
+        if not callable(llm) or self.verifier is not None:
+            raise AttributeError("item_micros")
+
+        def bound(pool, ids, prices):
+            return np.asarray(llm(pool, ids, prices), dtype=np.int64) + int(self.human.worst_case_micros(prices))
+
+        return bound
+
     def worst_case_micros(self, prices: Prices) -> int:
         total = self.llm.worst_case_micros(prices) + self.human.worst_case_micros(prices)
         return total + (self.verifier.worst_case_micros(prices) if self.verifier is not None else 0)

@@ -16,8 +16,10 @@ Each task gets one prediction (model version ``curate``):
   queue (community edition) serves the *lowest* prediction score first, and curate acquires the
   highest first, so the negation makes the queue follow curate's order. The score itself is in
   ``data.curate_score`` and the item's place in curate's order in ``data.curate_rank`` (Data
-  Manager columns). Scores reach the annotator through :class:`ScoreTap`; without one, the
-  request's order (which is curate's priority order) stands in: ``1 - rank / n``.
+  Manager columns). The loop hands each round's selection scores to :meth:`~LabelStudioAnnotator.use_scores`
+  (of every annotator that has it, inside a hybrid too); where a strategy gives none (random), or
+  for a round resumed after its selection, the request's order (curate's priority order) stands
+  in: ``1 - rank / n``.
 
 The server and token come from ``LABEL_STUDIO_URL`` and ``LABEL_STUDIO_API_KEY`` (a legacy token,
 or a personal access token). The token is never logged or shown in errors or ``repr``.
@@ -43,7 +45,7 @@ from curate.annotate.human import check_labels, import_answers
 from curate.budget import Prices
 from curate.errors import ConfigError, CurateError, DataError, MissingDependencyError, did_you_mean
 
-__all__ = ["LabelStudioAnnotator", "LabelStudioError", "RecordPredictions", "ScoreTap", "label_config"]
+__all__ = ["LabelStudioAnnotator", "LabelStudioError", "RecordPredictions", "label_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -142,8 +144,12 @@ class LabelStudioAnnotator:
         """A machine label for an item, pushed as its task's prediction (if it is pushed later)."""
         self.predictions_[int(item_id)] = (label, None if confidence is None else float(confidence))
 
-    def note_scores(self, ids: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> None:
-        """Acquisition scores (higher = acquire first) of the items about to be asked for."""
+    def use_scores(self, ids: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray | None) -> None:
+        """This round's acquisition scores (higher = acquire first) of the items about to be asked
+        for (``Selection.scores``; None: the strategy gives none). They replace the last round's."""
+        self.scores_ = {}
+        if scores is None:
+            return
         for i, s in zip(np.asarray(ids).tolist(), np.asarray(scores, dtype=np.float64).tolist(), strict=True):
             if np.isfinite(s):
                 self.scores_[int(i)] = float(s)
@@ -342,23 +348,3 @@ class RecordPredictions:
             raise AttributeError(name)
         return getattr(self.inner, name)
 
-
-class ScoreTap:
-    """A strategy passed through unchanged whose selection scores go to ``sink.note_scores``, so
-    that the tasks pushed to Label Studio carry curate's acquisition scores. It forwards nothing
-    else: the loop finds the parts that pay while selecting inside it (as in any wrapper), and a
-    forwarded ``use_purse`` would make it count them twice."""
-
-    def __init__(self, strategy, sink: LabelStudioAnnotator) -> None:
-        self.strategy = strategy
-        self.sink = sink
-
-    def select(self, state, budget: int, *, rng: np.random.Generator):
-        selection = self.strategy.select(state, budget, rng=rng)
-        if selection.scores is not None:
-            self.sink.note_scores(selection.ids, selection.scores)
-        return selection
-
-    @property
-    def scorer(self):  # what the loop's round log describes
-        return getattr(self.strategy, "scorer", None)
