@@ -142,6 +142,8 @@ def build_parser(plugins: Sequence[Any] | None = None) -> tuple[argparse.Argumen
     bench.add_argument("--sizes", default=None, help="speed: comma-separated pool sizes, e.g. 10000,100000")
     bench.add_argument("--metric", default="metric", help="report: the metric column (default: the primary)")
     bench.add_argument("--no-report", action="store_true", help="do not write the report after the run")
+    bench.add_argument("--dry-run", action="store_true", help="print the cells, label schedules and money worst case; "
+                       "run nothing")
     bench.add_argument("--rebuild-table", action="store_true",
                        help="rewrite the done cells' rows from their journals (after an upgrade); runs nothing")
     handlers = {"env": _env, "index": _index, "score": _score, "select": _select, "run": _run,

@@ -489,3 +489,136 @@ def test_paradigm_options_fill_defaults_and_refuse_unknown_keys():
         bad = bench({paradigm: {typo: 1}})
         with pytest.raises(ConfigError, match=f"Unknown key 'options.{paradigm}.{typo}'.*{hint}"):
             runner(bad)
+
+
+# ---------------------------------------------------------------------------------------------- issue 18
+
+
+def test_a_sub_grid_run_into_a_bench_folder_keeps_every_finished_cell(tmp_path):
+    path = recipe(tmp_path)
+    reference = without_timings(read_table(_run(load_bench_config(path), tmp_path / "ref")))
+    out = tmp_path / "out"
+    # the grid in parts: one strategy, then one seed of another, then the whole grid (nothing left to run)
+    run_bench(load_bench_config(path, ["grid.strategy=[kcenter]"]), out)
+    result = run_bench(load_bench_config(path, ["grid.strategy=[entropy]", "grid.seed=[1]"]), out)
+    assert len(result.ran) == 1 and len(result.others) == 2
+    assert len(read_table(out)) == 3 * 4  # kcenter's two cells were not dropped
+    run_bench(load_bench_config(path), out)
+    run_bench(load_bench_config(path, ["grid.strategy=[random]", "grid.seed=[0]"]), out)  # already done: rewrites the table
+    table = read_table(out)
+    pd.testing.assert_frame_equal(without_timings(table), reference)  # the same table, in the grid's order
+    from curate.bench.report import write_report
+
+    md = (write_report(out) / "report.md").read_text()
+    for s in ("random", "entropy", "kcenter"):
+        assert f"| {s} | 2 |" in md
+    # a finished cell outside the grid that this recipe would define otherwise is refused, not mixed in
+    with pytest.raises(ConfigError, match="would define otherwise"):
+        run_bench(load_bench_config(path, ["grid.strategy=[margin]", "learner.C=1.0"]), out)
+    assert not (out / "cells" / "classification__blobs__margin__default__gold__seed0").exists()
+
+
+def test_grid_exclude_gives_one_strategy_fewer_seeds(tmp_path):
+    text = TINY.replace("seed: [0, 1]", "seed: [0, 1, 2]\n  exclude:\n    - {strategy: kcenter, seed: [1, 2]}")
+    config = load_bench_config(recipe(tmp_path, text))
+    cells = expand_grid(config)
+    assert len(cells) == 3 * 3 - 2
+    assert [c.seed for c in cells if c.strategy == "kcenter"] == [0]
+    out = _run(config, tmp_path / "out")
+    from curate.bench.report import write_report
+
+    folder = write_report(out)
+    summary = pd.read_csv(folder / "summary.csv").set_index("strategy")
+    assert summary.loc["kcenter", "seeds"] == 1 and summary.loc["entropy", "seeds"] == 3
+    assert summary.loc["kcenter", "vs_random_n"] == 1 and summary.loc["entropy", "vs_random_n"] == 3
+    assert "kcenter: 1 seed: no spread or test." in (folder / "report.md").read_text()
+    for bad, match in (("{strategy: kcentre}", r"grid\.exclude\[0\]\.strategy names 'kcentre'.*Did you mean 'kcenter'"),
+                       ("{seeds: [1]}", r"Unknown key 'grid\.exclude\[0\]\.seeds'.*Did you mean 'seed'"),
+                       ("{seed: [7]}", r"grid\.exclude\[0\]\.seed names 7"), ("{}", r"grid\.exclude\[0\] must map")):
+        with pytest.raises(ConfigError, match=match):
+            load_bench_config(recipe(tmp_path, TINY.replace("seed: [0, 1]", f"seed: [0, 1]\n  exclude: [{bad}]"), "bad.yaml"))
+
+
+def test_dry_run_prints_cells_label_schedule_and_money_worst_case(tmp_path, capsys):
+    from curate.bench.cli import run_bench_command
+    from curate.cli import build_parser
+
+    text = TINY.replace("seed: [0, 1]", "seed: [0, 1]\n  exclude: [{strategy: kcenter, seed: 1}]")
+    out = tmp_path / "out"
+    args = build_parser()[0].parse_args(["bench", str(recipe(tmp_path, text)), "--out", str(out)])
+    args.dry_run = True  # `--dry-run` on the command line
+    assert run_bench_command(args) == 0
+    said = capsys.readouterr().out
+    assert "1 paradigm x 1 dataset x 3 strategies x 1 schedule x 1 annotator x 2 seeds" in said
+    assert "= 6 cells, less 1 excluded by grid.exclude: 5 to run" in said
+    assert "schedule default: 4 rounds, round 0 included: 6, 12, 18, 24 labels (init 6 by random, then 6 a round)" in said
+    assert "annotator gold: 5 cells x at most 12.00 USD (24 labels x at most 0.5000 USD each)" in said
+    assert "money worst case: 60.00 USD" in said
+    assert not out.exists()  # nothing run, nothing written
+    from curate.bench.config import ScheduleConfig
+
+    assert ScheduleConfig(init=20, batch=20, rounds=10).planned_labels == list(range(20, 201, 20))
+    assert "round 0 included" in ScheduleConfig.__doc__
+
+
+def test_report_names_identical_picks_merges_them_and_drops_a_money_panel_that_repeats_labels(tmp_path):
+    import matplotlib.image
+
+    from curate.bench.report import summarise, write_report
+
+    text = TINY.replace("strategy: [random, entropy, kcenter]", "strategy: [random, least_confidence, margin, entropy, kcenter]")
+    text = text.replace("classes: 3", "classes: 2")  # two classes: least confidence = margin = entropy
+    out = _run(load_bench_config(recipe(tmp_path, text)), tmp_path / "out")
+    table = read_table(out)
+    assert table["picks"].str.fullmatch("[0-9a-f]{16}").all()
+    (panel,) = summarise(table)
+    assert panel.merged == [["least_confidence", "margin", "entropy"]]
+    assert panel.price_per_label == pytest.approx(0.5)
+    folder = write_report(out)
+    md = (folder / "report.md").read_text()
+    assert "least_confidence = margin = entropy on blobs: identical picks in 2/2 seeds (one line in the plot)." in md
+    assert "Money = 0.5 USD x labels in every cell: no money panel" in md
+    (png,) = folder.glob("curves_*.png")
+    assert matplotlib.image.imread(png).shape[1] == 520  # one panel (6.5 in at 80 dpi), not two (880 px)
+    # where money is not proportional to labels, the money panel stays
+    table = table.assign(spent=table["spent"] + 0.01 * table["round"] ** 2)
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    table.to_csv(alone / "results.csv", index=False)
+    folder = write_report(alone)
+    assert "no money panel" not in (folder / "report.md").read_text()
+    assert matplotlib.image.imread(next(folder.glob("curves_*.png"))).shape[1] == 880
+
+
+def test_time_left_does_not_count_one_time_setup(tmp_path, monkeypatch):
+    import time
+
+    import curate.bench.datasets
+
+    real = curate.bench.datasets.load_split
+
+    def slow_first_load(*args, **kwargs):  # stands in for embedding a dataset the first time
+        time.sleep(3.0)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(curate.bench.datasets, "load_split", slow_first_load)
+    said: list[str] = []
+    run_bench(load_bench_config(recipe(tmp_path)), tmp_path / "out", progress=said.append)
+    first = next(line for line in said if line.startswith("[1/6]"))
+    assert "one-time setup" in first
+    left = float(first.split("about ")[1].split("s left")[0])
+    assert left < 5.0, first  # 5 cells of well under a second; counting the 3 s setup would say >= 15 s
+
+
+def test_one_seed_report_says_no_spread_or_test_and_how_auc_is_computed(tmp_path):
+    from curate.bench.report import write_report
+
+    out = _run(load_bench_config(recipe(tmp_path, TINY.replace("seed: [0, 1]", "seed: [0]"))), tmp_path / "out")
+    md = (write_report(out) / "report.md").read_text()
+    assert "1 seed: no spread or test." in md
+    assert "± 0.0000" not in md and "± 0.00 |" not in md and "| 1.000 |" not in md
+    assert ("AUC (labels) = the area under each cell's curve of accuracy against labels on [6, 24] (the label range every "
+            "cell of this panel covers), by the trapezoid rule") in md
+    assert "divided by 18: a mean accuracy" in md and "± = sample sd (ddof=1) over seeds" in md
+    rows = [line for line in md.splitlines() if line.startswith("| entropy |")]
+    assert rows and "±" not in rows[0] and "| 1/1 | – | – |" in rows[0]  # no sd, no t-test p, no sign p

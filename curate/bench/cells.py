@@ -156,7 +156,9 @@ def _trained_rounds(path: Path) -> int:
 
 def cell_rows(run_dir: str | Path, cell, metric_names: tuple[str, ...], currency: str) -> list[dict]:
     """One row per trained round of the cell in ``run_dir``: cumulative labels, money and tokens, the
-    round's wall and selection time, and every metric (the primary also as ``metric``)."""
+    round's wall and selection time, ``picks`` (a digest of the items bought up to that round, so the
+    report can tell strategies that picked the same items from the table alone), and every metric
+    (the primary also as ``metric``)."""
     run_dir = Path(run_dir)
     db = _connect(run_dir / JOURNAL_FILE)
     try:
@@ -166,6 +168,7 @@ def cell_rows(run_dir: str | Path, cell, metric_names: tuple[str, ...], currency
                              "FROM charges GROUP BY round").fetchall()
         sources = db.execute("SELECT round, source, COUNT(*) FROM labels WHERE label IS NOT NULL "
                              "GROUP BY round, source").fetchall()
+        bought = db.execute("SELECT round, item_id FROM labels").fetchall()
     finally:
         db.close()
     per_round = {r[0]: r[1:] for r in charges}
@@ -173,6 +176,7 @@ def cell_rows(run_dir: str | Path, cell, metric_names: tuple[str, ...], currency
     for r, source, n in sources:
         by_source.setdefault(r, {})[source] = n
     metrics = MetricsLog.read(run_dir)
+    picks = _picks_digests(bought, [r[0] for r in rounds])
     rows, elapsed, human, tin, tout, llm_labels = [], 0.0, 0, 0, 0, 0
     previous_finished = None
     for r, labels, spent_micros, metric, started, finished, info in rounds:
@@ -192,9 +196,24 @@ def cell_rows(run_dir: str | Path, cell, metric_names: tuple[str, ...], currency
                "human_labels": int(human), "spent": (spent_micros or 0) / 1e6, "currency": currency,
                "input_tokens": int(tin), "output_tokens": int(tout), "wall_seconds": wall,
                "elapsed_seconds": elapsed, "select_seconds": float(info.get("select_seconds", float("nan"))),
-               "metric": metric}
+               "picks": picks[r], "metric": metric}
         got = metrics.get(int(r), {})
         for name in metric_names:
             row[name] = got.get(name, metric if name == metric_names[0] else None)
         rows.append(row)
     return rows
+
+
+def _picks_digests(bought: list[tuple[int, int]], rounds: list[int]) -> dict[int, str]:
+    """For each round, the first 16 hex digits of the SHA-256 of the sorted ids of the items bought
+    in it and every round before."""
+    import hashlib
+
+    bought = sorted((int(r), int(item)) for r, item in bought)
+    out, held, k = {}, [], 0
+    for r in sorted(rounds):
+        while k < len(bought) and bought[k][0] <= r:
+            held.append(bought[k][1])
+            k += 1
+        out[r] = hashlib.sha256(",".join(map(str, sorted(held))).encode()).hexdigest()[:16]
+    return out

@@ -1,4 +1,4 @@
-"""``curate bench RECIPE | report RUN_DIR | speed RECIPE``: the handler the core CLI calls."""
+"""``curate bench RECIPE [--dry-run] | report RUN_DIR | speed RECIPE``: the handler the core CLI calls."""
 
 from __future__ import annotations
 
@@ -62,15 +62,25 @@ def _out(args, config) -> Path:
 
 
 def _run(args) -> int:
+    from curate.bench.config import expand_grid
     from curate.bench.run import rebuild_rows, run_bench
 
     config = _load(args.target, args.overrides)
     out = _out(args, config)
+    if getattr(args, "dry_run", False):
+        from curate.bench.registry import load_runner
+        from curate.bench.run import plan
+
+        cells = expand_grid(config)
+        runners = {name: load_runner(name, config) for name in dict.fromkeys(c.paradigm for c in cells)}
+        for cell in cells:  # a bad grid fails here too, before anyone trusts its plan
+            runners[cell.paradigm].check(cell)
+        for line in plan(config, out):
+            _say(line)
+        return 0
     if args.rebuild_table:
         _say(f"rows of {rebuild_rows(config, out)} done cells rewritten from their journals; table: {out / 'results.parquet'}")
         return 0
-    from curate.bench.config import expand_grid
-
     cells = expand_grid(config)
     _say(f"benchmark '{config.name}': {len(cells)} cells into {out} (load average "
          f"{' '.join(f'{v:.2f}' for v in os.getloadavg())})")
@@ -80,7 +90,8 @@ def _run(args) -> int:
     except KeyboardInterrupt:
         _say(f"\ninterrupted: finished cells are kept; run the same command again to resume ({out}).")
         return 130
-    _say(f"{len(result.ran)} cells run, {len(result.skipped)} already done; table: {out / 'results.parquet'} "
+    kept = f", {len(result.others)} finished outside this grid kept" if result.others else ""
+    _say(f"{len(result.ran)} cells run, {len(result.skipped)} already done{kept}; table: {out / 'results.parquet'} "
          f"({result.rows} rows) and results.csv; {result.seconds:.0f}s")
     if result.waiting:
         _say(f"{len(result.waiting)} cell(s) wait for people; run the command again after they answer.")

@@ -29,7 +29,7 @@ from curate.config import (
 from curate.errors import ConfigError, did_you_mean
 from curate.models import DEFAULT_EMBEDDER
 
-__all__ = ["BUILTIN_DATASETS", "BenchConfig", "Cell", "DatasetConfig", "GridConfig", "ScheduleConfig", "SpeedConfig",
+__all__ = ["AXES", "BUILTIN_DATASETS", "BenchConfig", "Cell", "DatasetConfig", "GridConfig", "ScheduleConfig", "SpeedConfig",
            "StrategyConfig", "expand_grid", "load_bench_config"]
 
 # Datasets a grid may name without defining them (read in place; see curate.bench.datasets).
@@ -77,8 +77,12 @@ class StrategyConfig:
 
 @dataclass
 class ScheduleConfig:
-    """How labels are bought: ``init`` in round 0 (by ``init_strategy``), then ``batch`` per round, for
-    ``rounds`` rounds in all (round 0 included); ``money`` stops a cell when the next batch no longer fits.
+    """How labels are bought: ``init`` in round 0 (by ``init_strategy``), then ``batch`` per round;
+    ``money`` stops a cell when the next batch no longer fits.
+
+    ``rounds`` counts every round, **round 0 included** (the round that buys ``init``): a cell ends
+    with ``init + (rounds - 1) * batch`` labels, so ``{init: 20, batch: 20, rounds: 10}`` buys 20,
+    40, ..., 200 labels in 10 rounds (``planned_labels``; ``curate bench RECIPE --dry-run`` prints them).
 
     ``init_strategy: same`` uses the cell's own strategy for round 0 (selective annotation for ICL, where
     vote-k chooses every label); the default ``random`` gives every strategy the same random start
@@ -87,7 +91,7 @@ class ScheduleConfig:
 
     init: int = 25
     batch: int = 25
-    rounds: int = 10
+    rounds: int = 10   # round 0 included: the last round ends at init + (rounds - 1) * batch labels
     init_strategy: str = "random"
     money: float | None = None
 
@@ -101,20 +105,34 @@ class ScheduleConfig:
 
     @property
     def planned_labels(self) -> list[int]:
+        """Labels held after each round, round 0 first (before a money budget or the pool's end)."""
         return [self.init + r * self.batch for r in range(self.rounds)]
+
+
+AXES = ("paradigm", "dataset", "strategy", "schedule", "annotator", "seed")
 
 
 @dataclass
 class GridConfig:
+    """The grid's axes, a full product, less the partial cells in ``exclude``.
+
+    ``exclude`` lists partial cells to leave out: each entry maps some axes to a value or a list
+    of values, and drops every cell that matches all of them. So one slow peer gets fewer seeds
+    (``{strategy: small-text:GreedyCoreset, seed: [3, 4, 5, 6, 7, 8, 9]}``), or a strategy skips a
+    dataset (``{strategy: badge, dataset: agnews}``). Every value must be on its axis (a typo is an
+    error, not a no-op). The report pairs strategies with random on the seeds both ran.
+    """
+
     paradigm: list[str] = field(default_factory=lambda: ["classification"])
     dataset: list[str] = field(default_factory=list)
     strategy: list[str] = field(default_factory=list)
     schedule: list[str] = field(default_factory=lambda: ["default"])
     annotator: list[str] = field(default_factory=lambda: ["gold"])
     seed: list[int] = field(default_factory=lambda: [0])
+    exclude: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        for name in ("paradigm", "dataset", "strategy", "schedule", "annotator", "seed"):
+        for name in AXES:
             values = getattr(self, name)
             if not values:
                 raise ConfigError(f"grid.{name} must list at least one value.")
@@ -123,6 +141,30 @@ class GridConfig:
         bad = [s for s in self.seed if isinstance(s, bool) or not isinstance(s, int)]
         if bad:
             raise ConfigError(f"grid.seed must list integers. Got {bad} instead.")
+        self.exclude = [self._check_exclude(i, entry) for i, entry in enumerate(self.exclude)]
+
+    def _check_exclude(self, i: int, entry: Any) -> dict[str, list]:
+        where = f"grid.exclude[{i}]"
+        if not isinstance(entry, dict) or not entry:
+            raise ConfigError(f"{where} must map axes to values, e.g. {{strategy: small-text:GreedyCoreset, seed: [3, 4]}}. "
+                              f"Got {entry!r} instead.")
+        out: dict[str, list] = {}
+        for axis, values in entry.items():
+            if axis not in AXES:
+                raise ConfigError(f"Unknown key '{where}.{axis}'. Axes: {', '.join(AXES)}.{did_you_mean(str(axis), AXES)}")
+            values = values if isinstance(values, list) else [values]
+            on_axis = [str(v) for v in getattr(self, axis)]
+            for v in values:
+                if str(v) not in on_axis:
+                    raise ConfigError(f"{where}.{axis} names {v!r}, which grid.{axis} does not list ({', '.join(on_axis)})."
+                                      f"{did_you_mean(str(v), on_axis)}")
+            out[axis] = list(values)  # lists, not sets: the resolved recipe is written as YAML
+        return out
+
+    def excludes(self, cell: Cell) -> bool:
+        """Whether an ``exclude`` entry drops ``cell``."""
+        return any(all(str(getattr(cell, axis)) in map(str, values) for axis, values in entry.items())
+                   for entry in self.exclude)
 
 
 @dataclass
@@ -218,7 +260,7 @@ class Cell:
     annotator: str
     seed: int
 
-    KEYS = ("paradigm", "dataset", "strategy", "schedule", "annotator", "seed")
+    KEYS = AXES
 
     @property
     def keys(self) -> dict[str, Any]:
@@ -248,12 +290,15 @@ class Cell:
 
 def expand_grid(config: BenchConfig) -> list[Cell]:
     """Every cell, in a stable order: paradigm, dataset, schedule, annotator, seed, then strategy (so
-    that the strategies of one seed run next to each other, and a stopped run has whole comparisons)."""
+    that the strategies of one seed run next to each other, and a stopped run has whole comparisons);
+    the cells ``grid.exclude`` names left out."""
     g = config.grid
     cells = []
     for paradigm, dataset, schedule, annotator, seed, strategy in itertools.product(
             g.paradigm, g.dataset, g.schedule, g.annotator, g.seed, g.strategy):
-        cells.append(Cell(str(paradigm), str(dataset), str(strategy), str(schedule), str(annotator), int(seed)))
+        cell = Cell(str(paradigm), str(dataset), str(strategy), str(schedule), str(annotator), int(seed))
+        if not g.excludes(cell):
+            cells.append(cell)
     return cells
 
 

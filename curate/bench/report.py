@@ -4,10 +4,15 @@ from the benchmark table alone (``results.parquet`` or ``results.csv``; ``speed.
 * Panels: one per (paradigm, dataset, schedule, annotator); strategies x seeds inside.
 * AUC: the area under a cell's learning curve (metric vs labels, and vs money), by the trapezoid rule
   on the range every cell of the panel covers, divided by that range: a mean metric, in the metric's
-  own units. Mean ± sd (ddof=1) over seeds.
+  own units. Mean ± sd (ddof=1) over seeds; with one seed, no ± and no test.
 * Paired comparison with ``random`` on the same seeds (the same random start, with the classic
   schedule): mean AUC difference (x100), the seeds won, a paired t-test and an exact two-sided sign
   test (ties dropped). With few seeds the p-values are large; they are reported as they are.
+* Identical picks: strategies whose cells bought the same items round by round (the table's
+  ``picks`` digests) on a seed are named together ("a = b on sst2: identical picks in 10/10
+  seeds"), and drawn as one line labelled with every name when they agree on every seed.
+* The money panel is drawn only where money is not proportional to labels (every label the same
+  price: it would repeat the labels panel).
 * Outputs under ``RUN_DIR/report/``: ``curves_<panel>.png``, ``summary.csv``, ``report.md`` (links to
   the PNGs) and ``report.html`` (self-contained: the PNGs embedded as base64).
 """
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import html
+import itertools
 import math
 import re
 from dataclasses import dataclass, field
@@ -52,7 +58,8 @@ def auc(x: np.ndarray, y: np.ndarray, lo: float | None = None, hi: float | None 
 
 
 def paired(a: list[float], b: list[float]) -> dict[str, float]:
-    """``a - b`` paired by seed: mean and sd of the differences, wins, ties, t-test and sign-test p-values."""
+    """``a - b`` paired by seed: mean and sd of the differences, wins, ties, t-test and sign-test p-values
+    (sd and p-values NaN from a single pair)."""
     from scipy import stats
 
     d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
@@ -60,9 +67,10 @@ def paired(a: list[float], b: list[float]) -> dict[str, float]:
     t_p = float("nan")
     if len(d) > 1 and np.std(d) > 0:
         t_p = float(stats.ttest_rel(a, b).pvalue)
-    sign_p = float(stats.binomtest(wins, wins + losses, 0.5).pvalue) if wins + losses else float("nan")
+    # One seed is no test: a sign test of 1 win is p = 1 by construction, not evidence.
+    sign_p = float(stats.binomtest(wins, wins + losses, 0.5).pvalue) if len(d) > 1 and wins + losses else float("nan")
     return {"diff": float(d.mean()) if len(d) else float("nan"),
-            "diff_sd": float(d.std(ddof=1)) if len(d) > 1 else 0.0,
+            "diff_sd": float(d.std(ddof=1)) if len(d) > 1 else float("nan"),
             "n": len(d), "wins": wins, "losses": losses, "t_p": t_p, "sign_p": sign_p}
 
 
@@ -70,7 +78,7 @@ def _mean_sd(values) -> tuple[float, float]:
     v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=np.float64)
     if not len(v):
         return float("nan"), float("nan")
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan")  # one value: no spread
 
 
 @dataclass
@@ -81,7 +89,11 @@ class Panel:
     rows: list[dict] = field(default_factory=list)     # one per strategy: the summary
     curves: dict[str, dict] = field(default_factory=dict)  # strategy -> labels, spent, mean, sd
     money_range: tuple[float, float] = (0.0, 0.0)
+    label_range: tuple[float, float] = (0.0, 0.0)
     currency: str = "USD"
+    price_per_label: float | None = None  # money = this x labels in every row: no money panel
+    identical: list[tuple[list[str], int, int]] = field(default_factory=list)  # names, seeds alike, seeds compared
+    merged: list[list[str]] = field(default_factory=list)  # groups drawn as one line (alike on every seed)
 
     @property
     def title(self) -> str:
@@ -118,8 +130,9 @@ def summarise(table, metric: str = "metric") -> list[Panel]:
         label_hi = min(float(g["labels"].max()) for g in cells.values())
         money_lo = max(float(g["spent"].min()) for g in cells.values())
         money_hi = min(float(g["spent"].max()) for g in cells.values())
-        panel = Panel(keys, metric, strategies, money_range=(money_lo, money_hi),
-                      currency=str(frame["currency"].iloc[0]) if "currency" in frame else "USD")
+        panel = Panel(keys, metric, strategies, money_range=(money_lo, money_hi), label_range=(label_lo, label_hi),
+                      currency=str(frame["currency"].iloc[0]) if "currency" in frame else "USD",
+                      price_per_label=_price_per_label(frame))
         per_seed: dict[str, dict[int, dict]] = {}
         for (s, seed), g in cells.items():
             x, y = g["labels"].to_numpy(float), g[metric].to_numpy(float)
@@ -147,39 +160,96 @@ def summarise(table, metric: str = "metric") -> list[Panel]:
                                "mean": rounds[metric].mean().to_numpy(float),
                                "sd": rounds[metric].std(ddof=1).fillna(0.0).to_numpy(float),
                                "seeds": rounds[metric].count().to_numpy(int)}
+        panel.identical, panel.merged = _identical_picks(cells, strategies, panel.curves)
         panels.append(panel)
     return panels
+
+
+def _price_per_label(frame) -> float | None:
+    """The one price of a label when money is proportional to labels in every row (zero included)."""
+    labels, spent = frame["labels"].to_numpy(float), frame["spent"].to_numpy(float)
+    if not len(labels) or labels.max() <= 0:
+        return None
+    rate = float(spent.sum() / labels.sum())
+    return rate if np.allclose(spent, rate * labels, rtol=1e-9, atol=1e-9) else None
+
+
+def _identical_picks(cells: dict, strategies: list[str], curves: dict) -> tuple[list, list]:
+    """Strategies that bought the same items round by round: groups of strategies alike on every
+    seed they share (and on the same seeds), as ``(names, seeds alike, seeds compared)``, then pairs
+    alike on some seeds only; and the groups to draw as one line (alike on every seed, the same mean
+    curve). Needs the table's ``picks`` column (tables written before it have none: nothing found)."""
+    picks: dict[str, dict[int, tuple]] = {}
+    for (s, seed), g in cells.items():
+        if "picks" not in g or g["picks"].isna().any():
+            continue
+        picks.setdefault(s, {})[seed] = tuple(g["picks"].astype(str))
+    names = [s for s in strategies if s in picks]
+    parent = {s: s for s in names}
+
+    def root(s: str) -> str:
+        while parent[s] != s:
+            s = parent[s]
+        return s
+
+    partial = []
+    for a, b in itertools.combinations(names, 2):
+        common = sorted(set(picks[a]) & set(picks[b]))
+        alike = sum(picks[a][k] == picks[b][k] for k in common)
+        if common and alike == len(common) and set(picks[a]) == set(picks[b]):
+            parent[root(b)] = root(a)
+        elif alike:
+            partial.append(([a, b], alike, len(common)))
+    groups: dict[str, list[str]] = {}
+    for s in names:
+        groups.setdefault(root(s), []).append(s)
+    whole = [(g, len(picks[g[0]]), len(picks[g[0]])) for g in groups.values() if len(g) > 1]
+    merged = [g for g, _, _ in whole
+              if all(np.allclose(curves[s]["mean"], curves[g[0]]["mean"], equal_nan=True) for s in g[1:])]
+    return whole + partial, merged
 
 
 # ---------------------------------------------------------------------------------------------- plots
 
 
 def plot_panel(panel: Panel, path: Path, metric_label: str) -> None:
+    """The panel's learning curves vs labels, and vs money unless money is proportional to labels;
+    strategies that picked the same items on every seed drawn as one line labelled with all names."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=80)
+    money_panel = panel.price_per_label is None
+    fig, axes = plt.subplots(1, 2 if money_panel else 1, figsize=(11 if money_panel else 6.5, 4.2), dpi=80, squeeze=False)
+    axes = list(axes[0])
     colours = list(plt.get_cmap("tab10").colors) + list(plt.get_cmap("Dark2").colors)
     by_strategy = {r["strategy"]: r for r in panel.rows}
-    has_money = panel.money_range[1] > 0
+    hidden = {s for group in panel.merged for s in group[1:]}
+    alias = {group[0]: group for group in panel.merged}
     for i, s in enumerate(panel.strategies):
+        if s in hidden:
+            continue
         c = panel.curves[s]
-        style = ({"color": "black", "linestyle": "--", "linewidth": 2.0} if s == BASELINE else
-                 {"color": colours[i % len(colours)], "linestyle": ":" if ":" in s else "-", "linewidth": 1.5})
-        label = f"{s} (AUC {by_strategy[s]['auc_mean']:.3f})"
-        for ax, x in ((axes[0], c["labels"]), (axes[1], c["spent"])):
+        group = alias.get(s, [s])
+        style = ({"color": "black", "linestyle": "--", "linewidth": 2.0} if BASELINE in group else
+                 {"color": colours[i % len(colours)], "linestyle": ":" if all(":" in g for g in group) else "-",
+                  "linewidth": 1.5})
+        label = f"{' = '.join(group)} (AUC {by_strategy[s]['auc_mean']:.3f})"
+        xs = [c["labels"], c["spent"]] if money_panel else [c["labels"]]
+        for ax, x in zip(axes, xs, strict=True):
             ax.plot(x, c["mean"], marker="o", markersize=2.5, label=label, **style)
             ax.fill_between(x, c["mean"] - c["sd"], c["mean"] + c["sd"], color=style["color"], alpha=0.08, linewidth=0)
     axes[0].set_xlabel("labels")
-    axes[1].set_xlabel(f"money spent ({panel.currency})" if has_money else "money spent (all prices zero)")
+    if money_panel:
+        axes[1].set_xlabel(f"money spent ({panel.currency})")
     for ax in axes:
         ax.set_ylabel(metric_label)
         ax.grid(alpha=0.3)
     axes[0].legend(loc="lower right", fontsize=7)
     seeds = max(r["seeds"] for r in panel.rows)
-    fig.suptitle(f"{panel.title}: mean ± sd over {seeds} seed(s)", fontsize=10)
+    spread = "1 seed: no spread" if seeds == 1 else f"mean ± sd over {seeds} seeds"
+    fig.suptitle(f"{panel.title}: {spread}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -241,6 +311,37 @@ def _f(value: float, digits: int = 4) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
+def _pm(mean: float, sd: float, digits: int = 4, *, signed: bool = False) -> str:
+    """``mean ± sd``, or the mean alone where there is no spread (one seed)."""
+    shown = "–" if mean is None or math.isnan(mean) else (f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}")
+    return shown if sd is None or math.isnan(sd) else f"{shown} ± {sd:.{digits}f}"
+
+
+def _panel_notes(panel: Panel, what: str) -> list[str]:
+    """What the table under a panel's plot needs said: how its AUC is computed, on which range, its
+    spread, identical picks, and why there is no money panel."""
+    lo, hi = panel.label_range
+    m_lo, m_hi = panel.money_range
+    notes = [f"AUC (labels) = the area under each cell's curve of {what} against labels on [{lo:g}, {hi:g}] (the label "
+             "range every cell of this panel covers), by the trapezoid rule on the rounds' points (the curve linear "
+             f"between them and cut at both ends), divided by {hi - lo:g}: a mean {what}. AUC (money) the same against "
+             f"money on [{m_lo:.2f}, {m_hi:.2f}] {panel.currency}. ± = sample sd (ddof=1) over seeds; the Δ's ± = sample "
+             "sd (ddof=1) of the per-seed paired differences."]
+    one = [r["strategy"] for r in panel.rows if r["seeds"] == 1]
+    if one and len(one) == len(panel.rows):
+        notes.append("1 seed: no spread or test.")
+    elif one:
+        notes.append(f"{', '.join(one)}: 1 seed: no spread or test.")
+    for names, alike, compared in panel.identical:
+        drawn = " (one line in the plot)" if names in panel.merged else ""
+        notes.append(f"{' = '.join(names)} on {panel.keys['dataset']}: identical picks in {alike}/{compared} seeds{drawn}.")
+    if panel.price_per_label is not None:
+        notes.append("Nothing was charged: no money panel." if panel.price_per_label == 0 else
+                     f"Money = {panel.price_per_label:.4g} {panel.currency} x labels in every cell: no money panel (it "
+                     "would repeat the labels panel).")
+    return notes
+
+
 def _p(value: float) -> str:
     return "–" if value is None or math.isnan(value) else (f"{value:.3f}" if value >= 0.001 else f"{value:.1e}")
 
@@ -263,9 +364,10 @@ def write_report(run_dir: str | Path, *, out: str | Path | None = None, metric: 
     report.blocks.append(("h", 1, title or f"Benchmark report: {run_dir.resolve().name}"))
     report.blocks.append(("p", f"From `{TABLE_NAME}` alone: {len(table)} rows (one per round) of {cells} cells; metric "
                                f"**{metric_label}**. AUC = the mean of the learning curve over the label range every cell "
-                               "of a panel covers (trapezoid rule), mean ± sd over seeds. Δ vs random = paired AUC difference "
-                               "x100 on the same seeds; won = seeds where the strategy's AUC beat random's; p-values: paired "
-                               "t-test and exact sign test (two-sided)." +
+                               "of a panel covers (trapezoid rule; the exact range under each table), mean ± sample sd "
+                               "(ddof=1) over seeds. Δ vs random = paired AUC difference x100 on the seeds both ran; won = "
+                               "seeds where the strategy's AUC beat random's; p-values: paired t-test and exact sign test "
+                               "(two-sided); one seed has no spread and no test." +
                                (" Peers (`small-text:...`) run on the same embeddings, learner and seeds."
                                 if table["strategy"].astype(str).str.contains(":").any() else "")))
     summary_rows = []
@@ -280,20 +382,18 @@ def write_report(run_dir: str | Path, *, out: str | Path | None = None, metric: 
         rows = []
         for r in panel.rows:
             vs = r.get("vs_random_diff")
-            rows.append([r["strategy"], r["seeds"], f"{_f(r['auc_mean'])} ± {_f(r['auc_sd'])}",
-                         _f(r["auc_money_mean"]), f"{_f(r['final_mean'])} ± {_f(r['final_sd'])}",
-                         "–" if vs is None else f"{100 * vs:+.2f} ± {100 * r['vs_random_diff_sd']:.2f}",
+            tested = vs is not None and r["vs_random_n"] > 1
+            rows.append([r["strategy"], r["seeds"], _pm(r["auc_mean"], r["auc_sd"]),
+                         _f(r["auc_money_mean"]), _pm(r["final_mean"], r["final_sd"]),
+                         "–" if vs is None else _pm(100 * vs, 100 * r["vs_random_diff_sd"], 2, signed=True),
                          "–" if vs is None else f"{r['vs_random_wins']}/{r['vs_random_n']}",
-                         "–" if vs is None else _p(r["vs_random_t_p"]), "–" if vs is None else _p(r["vs_random_sign_p"]),
+                         _p(r["vs_random_t_p"]) if tested else "–", _p(r["vs_random_sign_p"]) if tested else "–",
                          _f(r["spent_mean"], 2), _f(r["select_mean"], 4), _f(r["wall_mean"], 1)])
             summary_rows.append(r)
             if vs is not None:
                 overview.setdefault(r["strategy"], {})[panel.title] = f"{100 * vs:+.2f} ({r['vs_random_wins']}/{r['vs_random_n']})"
         report.blocks.append(("table", header, rows))
-        lo, hi = panel.money_range
-        report.blocks.append(("p", f"Labels {int(panel.curves[panel.strategies[0]]['labels'][0])}–"
-                                   f"{int(panel.curves[panel.strategies[0]]['labels'][-1])}; money "
-                                   f"{lo:.2f}–{hi:.2f} {panel.currency}."))
+        report.blocks.extend(("p", line) for line in _panel_notes(panel, metric_label))
     if overview and len(panels) > 1:
         titles = [p.title for p in panels]
         report.blocks.append(("h", 2, "Overview: AUC difference to random (x100, seeds won)"))
