@@ -23,7 +23,7 @@ import yaml
 from curate.errors import ConfigError, did_you_mean
 from curate.models import DEFAULT_LM
 
-__all__ = ["AcquireConfig", "AnnotatorConfig", "GenerateConfig", "IndexConfig", "InitConfig", "LMConfig", "LearnerConfig",
+__all__ = ["AcquireConfig", "AnnotatorConfig", "ExecutorConfig", "GenerateConfig", "IndexConfig", "InitConfig", "LMConfig", "LearnerConfig",
            "PoolConfig", "PricesConfig", "StopConfig", "apply_overrides", "check_template", "from_dict", "load_recipe", "read_recipe",
            "to_dict"]
 
@@ -212,6 +212,29 @@ class GenerateConfig:
         for name in ("per_round", "every", "batch_size", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"generate.{name} must be at least 1. Got {getattr(self, name)} instead.")
+
+
+@dataclass
+class ExecutorConfig:
+    """Where the embarrassingly parallel work runs (:mod:`curate.executor`): ``local`` (in process,
+    the default) or ``ray`` (Ray Data workers; ``address`` of a cluster such as ``ray://head:10001``
+    or ``auto``, or none for a Ray started on this machine)."""
+
+    kind: str = "local"              # local | ray
+    address: str | None = None
+    num_workers: int = 2
+    batch_size: int = 256            # items per worker call
+    num_cpus: int | None = None      # a local Ray's CPUs (default: min(num_workers, this machine's))
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("local", "ray"):
+            raise ConfigError(f"executor.kind must be 'local' or 'ray'. Got '{self.kind}' instead."
+                              f"{did_you_mean(self.kind, ('local', 'ray'))}")
+        for name in ("num_workers", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"executor.{name} must be at least 1. Got {getattr(self, name)} instead.")
+        if self.num_cpus is not None and self.num_cpus < 1:
+            raise ConfigError(f"executor.num_cpus must be at least 1 (or null). Got {self.num_cpus} instead.")
 
 
 # ---------------------------------------------------------------------------------------------

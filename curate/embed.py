@@ -20,7 +20,8 @@ from curate.errors import ConfigError
 from curate.models import DEFAULT_EMBEDDER, cache_dir, resolve_embedder
 from curate.progress import enabled as progress_enabled
 
-__all__ = ["CachedEmbedder", "Embedder", "EmbeddingCache", "SentenceTransformerEmbedder", "load_embedder"]
+__all__ = ["CachedEmbedder", "Embedder", "EmbeddingCache", "ExecutorEmbedder", "SentenceTransformerEmbedder",
+           "load_embedder"]
 
 
 @runtime_checkable
@@ -72,6 +73,33 @@ class SentenceTransformerEmbedder:
             convert_to_numpy=True, show_progress_bar=progress_enabled() and len(texts) > 256,
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+class ExecutorEmbedder:
+    """A :class:`SentenceTransformerEmbedder` whose ``encode`` runs on an executor's workers
+    (:mod:`curate.executor`), each loading the model by name; same name, same vectors."""
+
+    def __init__(self, embedder: SentenceTransformerEmbedder, executor) -> None:
+        self.embedder = embedder
+        self.executor = executor
+
+    @property
+    def name(self) -> str:
+        return self.embedder.name
+
+    @property
+    def dim(self) -> int:
+        return self.embedder.dim
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        from curate.executor import embed_texts
+
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        e = self.embedder
+        return embed_texts(texts, e.model, executor=self.executor, normalize=e.normalize, device=e.device,
+                           batch_size=e.batch_size)
 
 
 class EmbeddingCache:
@@ -162,12 +190,15 @@ class CachedEmbedder:
 
 
 def load_embedder(model: str = DEFAULT_EMBEDDER, *, cache: bool | str | Path = True, device: str | None = None,
-                  batch_size: int = 64) -> Embedder:
+                  batch_size: int = 64, executor=None) -> Embedder:
     """The embedder for ``model`` (default: the embedded all-MiniLM-L6-v2), cached unless ``cache=False``.
 
-    ``cache`` may also be the path of the SQLite file to use.
+    ``cache`` may also be the path of the SQLite file to use. ``executor`` (:mod:`curate.executor`;
+    None or local: in process) embeds what the cache lacks on its workers; the cache stays here.
     """
     base = SentenceTransformerEmbedder(model, device=device, batch_size=batch_size)
+    if executor is not None and executor.kind != "local":
+        base = ExecutorEmbedder(base, executor)
     if cache is False:
         return base
     return CachedEmbedder(base, EmbeddingCache(None if cache is True else cache))

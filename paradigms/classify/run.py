@@ -40,6 +40,7 @@ def build(config: ClassifyConfig, folder: RunFolder, *, evaluate: bool = True) -
     """Pool -> embeddings and index -> learner -> held-out evaluation -> annotator -> strategies ->
     generation -> loop."""
     from curate.embed import load_embedder
+    from curate.executor import executor_from
     from curate.learners import EmbeddingClassifier
     from curate.pool import load_pool
 
@@ -49,9 +50,13 @@ def build(config: ClassifyConfig, folder: RunFolder, *, evaluate: bool = True) -
         raise ConfigError(f"learner.kind '{config.learner.kind}' is not known here; use 'logreg'.")
     pc = config.pool
     pool = load_pool(pc.path, columns=pc.columns, id_column=pc.id_column, format=pc.format, split=pc.split)
+    executor = executor_from(config.executor)
+    try:  # the pool is embedded on the executor; later encodes (eval set, generated rows) run here
+        texts = pool.texts()
+        index = index_for(texts, load_embedder(config.embedder, executor=executor), pool.ids, kind=config.index.kind)
+    finally:
+        executor.close()
     embedder = load_embedder(config.embedder)
-    texts = pool.texts()
-    index = index_for(texts, embedder, pool.ids, kind=config.index.kind)
     learner = EmbeddingClassifier(index.vectors, config.labels, C=config.learner.C)
     backend = LazyBackend(config.lm)
     annotator = annotator_from(config.annotator, labels=config.labels,
