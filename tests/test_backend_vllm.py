@@ -326,3 +326,24 @@ def test_a_recipe_with_the_vllm_backend_needs_vllm_on_first_use(monkeypatch, tmp
     backend = backend_from(load_classify_config(path).lm)  # construction passes: vllm is imported on use
     with pytest.raises(MissingDependencyError, match=r"pip install vllm"):
         backend.completion_logprobs(["a"], [" b"])
+
+
+def test_real_vllm_scores_and_generates_like_the_hf_backend(tiny_lm_dir):
+    """vLLM's real classes, where they import (a GPU machine with vllm installed): scoring agrees
+    with the hf backend on the same tiny model, and generation returns finite log-probs."""
+    pytest.importorskip("vllm", reason="vllm is not installed here (it needs a CUDA machine and its own torch)")
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("vllm imports but there is no CUDA device to run it on")
+    from curate.backends.hf import TransformersBackend
+
+    real = VLLMBackend(str(tiny_lm_dir), engine_kwargs={"gpu_memory_utilization": 0.2, "enforce_eager": True,
+                                                        "dtype": "float32"})
+    hf = TransformersBackend(str(tiny_lm_dir), device="cuda")
+    prompts, completions = ["the film was", "a great"], [" wonderful", " phone"]
+    ours = [r.logprobs for r in real.completion_logprobs(prompts, completions)]
+    reference = [r.logprobs for r in hf.completion_logprobs(prompts, completions)]
+    for a, b in zip(ours, reference, strict=True):
+        assert np.allclose(a, b, atol=1e-3)
+    [samples] = real.generate(["the film was"], n=2, max_new_tokens=4, temperature=1.0, seed=0)
+    assert len(samples) == 2 and all(np.isfinite(g.logprobs.mean_entropy) for g in samples)
