@@ -85,17 +85,18 @@ def ledger_from(prices, money: float | None):
     return Ledger(prices_from(prices), budget=money)
 
 
-def stopping_from(stop):
+def stopping_from(stop, *, higher_is_better: bool = True):
     """The stop rule of a ``stop:`` block (:class:`~curate.config.StopConfig`): rounds, plateau and
     stable predictions combined by ``combine`` (any | all), plus the label budget. The money budget
-    is the ledger's: the loop stops when one more label would not fit it."""
+    is the ledger's: the loop stops when one more label would not fit it. ``higher_is_better``:
+    the direction of the paradigm's metric, for the plateau (False for a held-out loss)."""
     from curate.stopping import AllOf, AnyOf, LabelBudget, MaxRounds, Plateau, StablePredictions
 
     criteria = []
     if stop.rounds is not None:
         criteria.append(MaxRounds(stop.rounds))
     if stop.plateau_window is not None:
-        criteria.append(Plateau(stop.plateau_window, stop.plateau_min_gain))
+        criteria.append(Plateau(stop.plateau_window, stop.plateau_min_gain, higher_is_better=higher_is_better))
     if stop.stable_kappa is not None:
         criteria.append(StablePredictions(stop.stable_kappa, stop.stable_window))
     if not criteria and stop.labels is None and stop.money is None:

@@ -74,20 +74,23 @@ class MoneyBudget:
 
 class Plateau:
     """Stop when the best metric of the last ``window`` rounds beats the best before them by less
-    than ``min_gain``."""
+    than ``min_gain``. ``higher_is_better=False`` for a metric that should fall (a held-out loss):
+    best is then the lowest, and the gain is how far it fell."""
 
-    def __init__(self, window: int = 3, min_gain: float = 0.005) -> None:
+    def __init__(self, window: int = 3, min_gain: float = 0.005, *, higher_is_better: bool = True) -> None:
         if window < 1:
             raise ConfigError(f"The 'window' parameter of Plateau must be >= 1. Got {window} instead.")
         self.window = window
         self.min_gain = min_gain
+        self.higher_is_better = higher_is_better
 
     def reason(self, history: History) -> str | None:
-        values = [r.metric for r in history.rounds if r.metric is not None]
+        sign = 1.0 if self.higher_is_better else -1.0
+        values = [sign * r.metric for r in history.rounds if r.metric is not None]
         if len(values) <= self.window:
             return None
-        before, recent = max(values[: -self.window]), max(values[-self.window:])
-        if recent - before < self.min_gain:
+        before, recent = sign * max(values[: -self.window]), sign * max(values[-self.window:])
+        if sign * (recent - before) < self.min_gain:
             return f"metric plateaued: best of the last {self.window} rounds {recent:.4f} vs {before:.4f} before"
         return None
 

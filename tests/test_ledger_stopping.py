@@ -101,3 +101,13 @@ def test_combinations():
     assert AnyOf([LabelBudget(100), MaxRounds(2)]).reason(h) == "2 rounds done (max 2)"
     assert AllOf([LabelBudget(100), MaxRounds(2)]).reason(h) is None
     assert AllOf([LabelBudget(50), MaxRounds(2)]).reason(h)
+
+
+def test_plateau_of_a_loss_waits_while_it_falls():
+    from curate.stopping import History, Plateau, RoundRecord
+
+    falling = History([RoundRecord(r, 10 * r, 0.0, loss, None) for r, loss in enumerate([2.0, 1.5, 1.2, 1.0])])
+    assert Plateau(2, 0.05, higher_is_better=False).reason(falling) is None
+    assert Plateau(2, 0.05).reason(falling) is not None  # read as accuracy, a falling curve "plateaued"
+    flat = History([RoundRecord(r, 10 * r, 0.0, loss, None) for r, loss in enumerate([2.0, 1.5, 1.49, 1.495])])
+    assert Plateau(2, 0.05, higher_is_better=False).reason(flat) is not None

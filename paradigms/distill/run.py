@@ -149,8 +149,9 @@ def build_distill(config: DistillConfig, run_dir: str | Path, *, evaluate: bool 
         def every_round(model):
             return evaluate_student(model, rows, loss_size=ev.loss_size, accuracy_size=0)["loss"]
 
+    stopping = stopping_from(config.stop, higher_is_better=False)  # the metric is a held-out loss
     loop = loop_from(pool, strategy=strategy, init=init, annotator=annotator, learner=learner, run_dir=run_dir,
-                     index=index, init_size=a.init_size, batch_size=a.batch_size, stopping=stopping_from(config.stop),
+                     index=index, init_size=a.init_size, batch_size=a.batch_size, stopping=stopping,
                      ledger=ledger_from(config.prices, config.stop.money), label_budget=config.stop.labels,
                      evaluate=every_round, seed=config.seed, probes=probes)
     return DistillRun(loop, pool, learner, annotator, probes[0] if probes else None, config, run_dir)
