@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -56,17 +57,36 @@ def build_tiny_model(vocab_size: int, seed: int = 0):
     return LlamaForCausalLM(config).eval()
 
 
-@pytest.fixture(scope="session")
-def tiny_lm_dir(tmp_path_factory) -> Path:
-    """A tiny causal LM and its tokenizer saved to a folder, loadable by id-or-path like any model."""
-    folder = tmp_path_factory.mktemp("tiny-lm")
-    tokenizer = build_tiny_tokenizer()
-    model = build_tiny_model(len(tokenizer))
+def save_lm(model, tokenizer, folder: Path) -> Path:
+    """Save a model and its tokenizer to ``folder`` as a loadable checkpoint (generation stops and
+    pads with the tokenizer's own tokens)."""
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+class HashEmbedder:
+    """An embedder fake: bag of words hashed into 16 dimensions, unit length."""
+
+    name = "hash16"
+    dim = 16
+
+    def encode(self, texts):
+        out = np.zeros((len(texts), 16), dtype=np.float32)
+        for r, text in enumerate(texts):
+            for word in text.split():
+                out[r, sum(map(ord, word)) % 16] += 1
+            out[r, 15] += 0.01  # no all-zero rows
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory) -> Path:
+    """A tiny causal LM and its tokenizer saved to a folder, loadable by id-or-path like any model."""
+    tokenizer = build_tiny_tokenizer()
+    return save_lm(build_tiny_model(len(tokenizer)), tokenizer, tmp_path_factory.mktemp("tiny-lm"))
 
 
 @pytest.fixture

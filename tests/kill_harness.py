@@ -38,15 +38,11 @@ CURATE = [str(Path(sys.executable).parent / "curate")]
 
 
 def tiny_lm(folder: Path) -> Path:
-    from conftest import build_tiny_model, build_tiny_tokenizer
+    from conftest import build_tiny_model, build_tiny_tokenizer, save_lm
 
     if not (folder / "config.json").exists():
         tokenizer = build_tiny_tokenizer()
-        model = build_tiny_model(len(tokenizer))
-        model.generation_config.eos_token_id = tokenizer.eos_token_id
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
+        save_lm(build_tiny_model(len(tokenizer)), tokenizer, folder)
     return folder
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import HashEmbedder
 
 from curate.bench.config import BenchConfig, Cell, expand_grid, load_bench_config
 from curate.bench.run import read_table, run_bench
@@ -379,21 +380,6 @@ def test_vectors_are_float32_unit_rows():
     assert split.pool_vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(split.pool_vectors, axis=1), 1.0, atol=1e-5)
     assert len(split.test_labels) == 5 and set(split.pool_labels) <= set(split.classes)
-
-
-class HashEmbedder:
-    """An embedder fake: bag of words hashed into 16 dimensions, unit length."""
-
-    name = "hash16"
-    dim = 16
-
-    def encode(self, texts):
-        out = np.zeros((len(texts), 16), dtype=np.float32)
-        for r, text in enumerate(texts):
-            for word in text.split():
-                out[r, sum(map(ord, word)) % 16] += 1
-            out[r, 15] += 0.01  # no all-zero rows
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
 def test_icl_cells_evaluate_the_lm_with_the_labels_bought_so_far(tmp_path, tiny_lm_dir, monkeypatch):

@@ -35,16 +35,10 @@ def gsm8k_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory):
     """A second tiny LM with the student's tokenizer and other weights."""
-    from conftest import build_tiny_model, build_tiny_tokenizer
+    from conftest import build_tiny_model, build_tiny_tokenizer, save_lm
 
-    folder = tmp_path_factory.mktemp("tiny-teacher")
     tok = build_tiny_tokenizer()
-    model = build_tiny_model(len(tok), seed=1)
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
+    return save_lm(build_tiny_model(len(tok), seed=1), tok, tmp_path_factory.mktemp("tiny-teacher"))
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import HashEmbedder
 from curate.paradigms.icl.config import (
     AnnotateConfig,
     EvaluateConfig,
@@ -75,21 +76,6 @@ class Scripted(BaseBackend):
     def perplexity(self, texts, prompts=None):
         self.ppl_calls.append((list(texts), None if prompts is None else list(prompts)))
         return super().perplexity(texts, prompts)
-
-
-class HashEmbedder:
-    """An embedder fake: bag of words hashed into 16 dimensions, unit length."""
-
-    name = "hash16"
-    dim = 16
-
-    def encode(self, texts):
-        out = np.zeros((len(texts), 16), dtype=np.float32)
-        for r, text in enumerate(texts):
-            for word in text.split():
-                out[r, sum(map(ord, word)) % 16] += 1
-            out[r, 15] += 0.01  # no all-zero rows
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
 def planted(q: np.ndarray, cosines, rng) -> np.ndarray:

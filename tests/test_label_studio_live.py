@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from conftest import HashEmbedder
 
 from curate.acquire import make_strategy
 from curate.annotate.base import Annotation, AwaitingHumanLabels
@@ -342,21 +343,6 @@ def test_the_annotator_against_a_stand_in_client():
     second["annotations"] = [{"result": [{"value": {"choices": ["mixed"]}}]}]
     with pytest.raises(ValueError, match="Label Studio project 1 at .*unknown label 'mixed'"):
         list(people.annotate(pool, np.array([4, 7])))
-
-
-class HashEmbedder:
-    """An embedder fake: bag of words hashed into 16 dimensions, unit length."""
-
-    name = "hash16"
-    dim = 16
-
-    def encode(self, texts):
-        out = np.zeros((len(texts), 16), dtype=np.float32)
-        for r, text in enumerate(texts):
-            for word in text.split():
-                out[r, sum(map(ord, word)) % 16] += 1
-            out[r, 15] += 0.01  # no all-zero rows
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
 def test_a_recipe_run_pushes_the_acquisition_scores(tmp_path, monkeypatch):

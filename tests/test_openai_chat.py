@@ -34,7 +34,7 @@ def lm_dir(tmp_path_factory):
     """A tiny Llama whose next-token distributions are far from uniform (a large init), so that scores
     that agree say something; saved with the ChatML tokenizer of the other tests."""
     import torch
-    from conftest import build_tiny_tokenizer
+    from conftest import build_tiny_tokenizer, save_lm
     from transformers import LlamaConfig, LlamaForCausalLM
 
     folder = tmp_path_factory.mktemp("tiny-chat-lm")
@@ -44,12 +44,7 @@ def lm_dir(tmp_path_factory):
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                          tie_word_embeddings=True, initializer_range=0.3, bos_token_id=tok.bos_token_id,
                          eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    model = LlamaForCausalLM(config).eval()
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
+    return save_lm(LlamaForCausalLM(config).eval(), tok, folder)
 
 
 @pytest.fixture(scope="module")
