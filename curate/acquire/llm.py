@@ -63,6 +63,18 @@ class _PaidScores:
         self.purse = None
         self._pool_key: int | None = None
         self._scores: dict[int, float] = {}
+        self._bounds_key: int | None = None
+        self._bounds: dict[int, int] = {}  # id -> its input-token bound, tokenised once per pool
+
+    def bound(self, pool, ids: np.ndarray, per_item: Callable[[np.ndarray], Sequence[int]]) -> int:
+        """The input-token bound of scoring ``ids``: ``per_item(todo)`` for items not bounded yet
+        (the worst case is asked every round; the texts are tokenised once)."""
+        if self._bounds_key != id(pool):
+            self._bounds_key, self._bounds = id(pool), {}
+        todo = np.array([i for i in np.asarray(ids, dtype=np.int64).tolist() if i not in self._bounds], dtype=np.int64)
+        if len(todo):
+            self._bounds.update(zip(todo.tolist(), (int(n) for n in per_item(todo)), strict=True))
+        return sum(self._bounds[i] for i in np.asarray(ids, dtype=np.int64).tolist())
 
     def use_purse(self, purse) -> None:
         self.purse = purse
@@ -99,7 +111,7 @@ class _PaidScores:
         self._scores.update(bought)
 
     def unscored(self, pool) -> np.ndarray:
-        return np.array([i for i in range(len(pool)) if i not in self._scores], dtype=np.int64)
+        return np.setdiff1d(np.arange(len(pool), dtype=np.int64), np.fromiter(self._scores, np.int64))
 
 
 def _require_pool(state: PoolState, who: str):
@@ -131,10 +143,13 @@ class AskLLM:
         self._paid.use_purse(purse)
 
     def _bound(self, pool, ids: np.ndarray) -> int:
+        return self._paid.bound(pool, ids, lambda todo: self._item_bounds(pool, todo))
+
+    def _item_bounds(self, pool, ids: np.ndarray) -> list[int]:
         # Each option is scored after the prompt: at most (prompt + option) tokens read per option.
         options = max(token_bound(self.backend, list(self.options)))
         prompts = token_bound(self.backend, [self.prompt(t) for t in pool.texts(ids)])
-        return sum(len(self.options) * (n + options) for n in prompts)
+        return [len(self.options) * (n + options) for n in prompts]
 
     def worst_case_micros(self, prices: Prices, *, pool=None, batch: int | None = None) -> int:
         """Scoring every item of ``pool`` not scored yet."""
@@ -178,11 +193,13 @@ class IFD:
         return prompts, list(rows["response"])
 
     def _bound(self, pool, ids: np.ndarray) -> int:
-        if len(ids) == 0:
-            return 0
+        return self._paid.bound(pool, ids, lambda todo: self._item_bounds(pool, todo))
+
+    def _item_bounds(self, pool, ids: np.ndarray) -> list[int]:
         prompts, responses = self._pairs(pool, ids)
         # The response is read twice: after its instruction and alone.
-        return sum(token_bound(self.backend, prompts)) + 2 * sum(token_bound(self.backend, responses))
+        return [p + 2 * r for p, r in zip(token_bound(self.backend, prompts), token_bound(self.backend, responses),
+                                          strict=True)]
 
     def worst_case_micros(self, prices: Prices, *, pool=None, batch: int | None = None) -> int:
         """Scoring every pair of ``pool`` not scored yet."""
