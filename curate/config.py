@@ -125,10 +125,17 @@ class AnnotatorConfig:
 class LearnerConfig:
     kind: str = "logreg"
     C: float = 10.0
+    # Pseudo-labels from the classifier's confident predictions (curate.learners.ClassSelfTraining:
+    # threshold, max_fraction); absent: off.
+    self_training: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not self.C > 0:
             raise ConfigError(f"learner.C (the inverse regularisation strength) must be > 0. Got {self.C} instead.")
+        if self.self_training is not None:
+            from curate.learners.classifier import ClassSelfTraining
+
+            ClassSelfTraining.of(self.self_training)   # checked now, before anything is bought
 
 
 @dataclass

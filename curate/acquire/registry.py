@@ -235,6 +235,31 @@ def _answer(measure: str, diverse: bool = False):
     return build
 
 
+def _typical(name: str):
+    def build(ctx, **params):
+        from curate.acquire import typical
+
+        cls = getattr(typical, name)
+        classes = getattr(ctx.learner, "classes", None)
+        if name == "ProbCover" and "n_classes" not in params and classes is not None and len(classes) >= 2:
+            params = {**params, "n_classes": len(classes)}   # round 0 has no probabilities to count them
+        return cls(**params)
+
+    return build
+
+
+def _budget_switch(ctx, low: str = "typiclust", high: str = "margin", per_class: int = 10, at: int | None = None,
+                   low_params: Mapping[str, Any] | None = None, high_params: Mapping[str, Any] | None = None):
+    from curate.acquire.typical import BudgetSwitch
+
+    for part, name in (("low", low), ("high", high)):
+        if name == "budget_switch" or name not in REGISTRY:
+            raise ConfigError(f"budget_switch's '{part}' must name another strategy; got '{name}'."
+                              f"{did_you_mean(str(name), REGISTRY.names())}")
+    return BudgetSwitch(REGISTRY.build(low, low_params, ctx), REGISTRY.build(high, high_params, ctx),
+                        per_class=per_class, at=at)
+
+
 def _spec(name, build, needs="", summary=""):
     return StrategySpec(name, build, frozenset(n for n in needs.split() if n), summary)
 
@@ -255,6 +280,14 @@ REGISTRY = StrategyRegistry([
     _spec("kmeans", lambda ctx, **p: _diversity("KMeansCentroids")(**p), "index", "the item nearest each k-means centroid"),
     _spec("votek", lambda ctx, **p: _diversity("VoteK")(**p), "index", "vote-k on the k-NN graph"),
     _spec("badge", lambda ctx, **p: _diversity("BADGE")(**p), "probs index", "k-means++ on gradient embeddings"),
+    _spec("typiclust", _typical("TypiClust"), "index", "the most typical item of the least-labelled k-means clusters"),
+    _spec("probcover", _typical("ProbCover"), "index", "greedy coverage by pure balls on the index"),
+    _spec("typical_margin", _typical("TypicalMargin"), "index",
+          "TypiClust's clusters, the least sure item inside each (typical at round 0)"),
+    _spec("cluster_margin", _typical("ClusterMargin"), "probs index",
+          "smallest margins, clustered, taken round-robin from the smallest cluster"),
+    _spec("budget_switch", _budget_switch, "probs index",
+          "one strategy while labels per class are few (typiclust), another after (margin)"),
     _spec("ask_llm", lambda ctx, **p: _top(_llm("AskLLM")(**_with_backend(ctx, p, "ask_llm"))), "pool backend",
           "the LM's P(yes) that an item is worth training on"),
     _spec("select_llm", lambda ctx, **p: _llm("SelectLLM")(**_with_backend(ctx, p, "select_llm")),

@@ -26,18 +26,19 @@ __all__ = ["MetricsLog", "build_cell_annotator", "check_strategy", "build_ledger
 PEER_PREFIX = "small-text:"
 
 
-def build_strategy(config, name: str, **extra: Any):
+def build_strategy(config, name: str, context=None, **extra: Any):
     """The strategy a grid's ``strategy`` value names: an alias from ``strategies``, a ``curate.acquire``
-    name, or a peer (``small-text:ClassName``)."""
+    name, or a peer (``small-text:ClassName``); ``context`` (a StrategyContext: the cell's learner, seed)
+    for strategies that read it."""
     spec = config.strategy(name)
     params = {**spec.params, **extra}
     if spec.name.startswith(PEER_PREFIX):
         from curate.bench.peers import SmallTextStrategy
 
         return SmallTextStrategy(spec.name[len(PEER_PREFIX):], **params)
-    from curate.acquire import make_strategy
+    from curate.acquire import REGISTRY
 
-    return make_strategy(spec.name, **params)
+    return REGISTRY.build(spec.name, params, context)
 
 
 def check_strategy(config, name: str) -> None:
@@ -58,11 +59,9 @@ def check_strategy(config, name: str) -> None:
                           f"small-text:ClassName.{did_you_mean(spec.name, known)}")
 
 
-def init_strategy(config, cell):
-    schedule = config.schedules[cell.schedule]
-    if schedule.init_strategy == "same":
-        return build_strategy(config, cell.strategy)
-    return build_strategy(config, schedule.init_strategy)
+def init_strategy(config, cell, context=None):
+    """The strategy of round 0 (:meth:`BenchConfig.init_for`)."""
+    return build_strategy(config, config.init_for(cell), context)
 
 
 def build_cell_annotator(config, cell, classes, pool, index, backend_factory: Callable[[], Any]):

@@ -73,6 +73,9 @@ class StrategyConfig:
 
     name: str = ""
     params: dict[str, Any] = field(default_factory=dict)
+    # The arm's own round-0 strategy, over the schedule's init_strategy: cold-start strategies
+    # (typiclust, probcover) are meant to choose the first labels too. ``same``: this strategy.
+    init: str | None = None
 
 
 @dataclass
@@ -247,6 +250,13 @@ class BenchConfig:
 
     def strategy(self, name: str) -> StrategyConfig:
         return self.strategies.get(name) or StrategyConfig(name=name)
+
+    def init_for(self, cell) -> str:
+        """The grid strategy that buys round 0 of ``cell``: the arm's own ``init`` when it has one,
+        else the schedule's ``init_strategy`` (``same``: the arm itself)."""
+        own = self.strategy(cell.strategy).init
+        chosen = own if own is not None else self.schedules[cell.schedule].init_strategy
+        return cell.strategy if chosen == "same" else chosen
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from curate.learners.classifier import EmbeddingClassifier
+from curate.learners.classifier import ClassSelfTraining, EmbeddingClassifier
 
-__all__ = ["CAPABILITIES", "EmbeddingClassifier", "Learner", "capabilities_of"]
+__all__ = ["CAPABILITIES", "ClassSelfTraining", "EmbeddingClassifier", "Learner", "capabilities_of"]
 
 CAPABILITIES = ("probs", "responses", "add_rows", "arrays:<name>")
 

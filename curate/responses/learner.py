@@ -18,7 +18,6 @@ self-training step of the same round share the same generations.
 from __future__ import annotations
 
 import logging
-import math
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -85,7 +84,9 @@ class SelfTraining:
 
     def cap(self, bought: int) -> int:
         """The most pseudo rows allowed beside ``bought`` bought rows in one round."""
-        return int(math.floor(self.max_fraction / (1 - self.max_fraction) * bought + 1e-9))
+        from curate.pseudo import pseudo_cap
+
+        return pseudo_cap(self.max_fraction, bought)
 
 
 class ResponseLearner:

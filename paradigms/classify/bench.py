@@ -47,9 +47,7 @@ class ClassificationRunner:
 
     def check(self, cell) -> None:
         check_strategy(self.config, cell.strategy)
-        init = self.config.schedules[cell.schedule].init_strategy
-        if init != "same":
-            check_strategy(self.config, init)
+        check_strategy(self.config, self.config.init_for(cell))
         if self.config.learner.kind != "logreg":
             raise ConfigError(f"learner.kind '{self.config.learner.kind}' is not known here; use 'logreg'.")
 
@@ -93,6 +91,7 @@ class ClassificationRunner:
     # ------------------------------------------------------------------ one cell
 
     def run(self, cell, run_dir: Path, metrics_log):
+        from curate.acquire import StrategyContext
         from curate.build import loop_from
         from curate.learners import EmbeddingClassifier
 
@@ -105,10 +104,13 @@ class ClassificationRunner:
             pred = learner.predict_proba_vectors(data.test_x).argmax(1)
             return {"accuracy": float(np.mean(pred == data.test_y)), "macro_f1": _macro_f1(data.test_y, pred, n_classes)}
 
-        learner = EmbeddingClassifier(data.index.vectors, classes, C=float(self.options["C"]))
+        learner = EmbeddingClassifier(data.index.vectors, classes, C=float(self.options["C"]),
+                                      self_training=self.config.learner.self_training)
         annotator = build_cell_annotator(self.config, cell, classes, data.pool, data.index, self.backend)
-        loop = loop_from(data.pool, strategy=build_strategy(self.config, cell.strategy), annotator=annotator,
-                         learner=learner, run_dir=run_dir, index=data.index, init=init_strategy(self.config, cell),
+        context = StrategyContext(learner=learner, index=data.index, seed=cell.seed, batch_size=schedule.batch)
+        loop = loop_from(data.pool, strategy=build_strategy(self.config, cell.strategy, context), annotator=annotator,
+                         learner=learner, run_dir=run_dir, index=data.index,
+                         init=init_strategy(self.config, cell, context),
                          init_size=schedule.init, batch_size=schedule.batch, stopping=build_stopping(self.config, cell),
                          ledger=build_ledger(self.config, cell), evaluate=metrics_log.evaluator(measure), seed=cell.seed)
         return loop.run()

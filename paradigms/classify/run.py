@@ -57,7 +57,8 @@ def build(config: ClassifyConfig, folder: RunFolder, *, evaluate: bool = True) -
     finally:
         executor.close()
     embedder = load_embedder(config.embedder)
-    learner = EmbeddingClassifier(index.vectors, config.labels, C=config.learner.C)
+    learner = EmbeddingClassifier(index.vectors, config.labels, C=config.learner.C,
+                                  self_training=config.learner.self_training)
     backend = LazyBackend(config.lm)
     annotator = annotator_from(config.annotator, labels=config.labels,
                                machine=lambda: labeller_from(config.annotator, config.labels, index=index, backend=backend))
@@ -88,7 +89,10 @@ def build(config: ClassifyConfig, folder: RunFolder, *, evaluate: bool = True) -
             ec = config.eval
             test = load_pool(ec.path, columns=ec.columns, id_column=ec.id_column, format=ec.format, split=ec.split,
                              require=("text", "label")).dataset.to_list()
-        return save_run_data(labelled_rows(folder.path, pool), out or folder.path / "labels.jsonl", test=test,
+        rows = labelled_rows(folder.path, pool)
+        if learner.self_training is not None:
+            rows += _pseudo_rows(learner, pool, rows)
+        return save_run_data(rows, out or folder.path / "labels.jsonl", test=test,
                              run_dir=folder.path, paradigm="classify",
                              strategy=f"{config.init.strategy} (round 0), then {config.acquire.strategy}",
                              budget={"money": config.stop.money, "labels": config.stop.labels,
@@ -101,6 +105,22 @@ def build(config: ClassifyConfig, folder: RunFolder, *, evaluate: bool = True) -
         return out
 
     return Built(loop, config.stop.rounds, metric="held-out accuracy (eval set)", finish=finish, export=export)
+
+
+def _pseudo_rows(learner, pool, bought: list[dict]) -> list[dict]:
+    """The self-training pseudo-labels of the final model (refitted on the bought labels, so an export
+    from a finished run gives the same rows), marked ``source: pseudo`` with their probability."""
+    if not bought or len(pool) == 0:
+        return []
+    ids = np.array([r["id"] for r in bought if r["id"] < len(pool)], dtype=np.int64)
+    learner.fit(ids, [r["label"] for r in bought if r["id"] < len(pool)])
+    out = []
+    for p in learner.pseudo_rows():
+        row = dict(pool.dataset[p["id"]])
+        row.pop("id", None)
+        out.append({"id": p["id"], **row, "label": p["label"], "source": "pseudo", "round": None,
+                    "probability": round(p["probability"], 6)})
+    return out
 
 
 def _accuracy(config: ClassifyConfig, embedder):

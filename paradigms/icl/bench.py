@@ -91,8 +91,7 @@ class ICLRunner:
         from curate.bench.cells import check_strategy
 
         check_strategy(self.config, cell.strategy)
-        if self.config.schedules[cell.schedule].init_strategy != "same":
-            check_strategy(self.config, self.config.schedules[cell.schedule].init_strategy)
+        check_strategy(self.config, self.config.init_for(cell))
         source = self.config.dataset(cell.dataset).source
         if source == "synthetic":
             raise ConfigError(f"grid.dataset '{cell.dataset}' is synthetic (vectors, no text): the icl paradigm needs text.")

@@ -145,9 +145,9 @@ class SFTRunner:
                                                        **params}, seed=cell.seed, batch_size=schedule.batch)
 
         strategy = build(spec.name, spec.params)
-        init_name = schedule.init_strategy
-        init = strategy if init_name == "same" else build(self.config.strategy(init_name).name,
-                                                           self.config.strategy(init_name).params)
+        init_name = self.config.init_for(cell)
+        init = strategy if init_name == cell.strategy else build(self.config.strategy(init_name).name,
+                                                                  self.config.strategy(init_name).params)
 
         def measure(model_learner) -> dict[str, Any]:
             clock = time.perf_counter()
