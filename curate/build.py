@@ -27,11 +27,21 @@ __all__ = ["LazyBackend", "annotator_from", "available_for", "backend_from", "in
 # ---------------------------------------------------------------------------------------------- LMs
 
 
-def backend_from(lm) -> Any:
+def backend_from(lm, executor=None) -> Any:
     """The backend of an ``lm:`` block (:class:`~curate.config.LMConfig`): ``backend`` (hf | vllm |
     openai), ``model`` (an id, a path, or a served name), ``device`` (local backends), ``base_url``
-    (servers) and ``options`` (the backend's own keyword arguments: vLLM engine arguments, timeouts...)."""
+    (servers) and ``options`` (the backend's own keyword arguments: vLLM engine arguments, timeouts...).
+
+    With an ``executor:`` block of kind ``ray`` (:class:`~curate.config.ExecutorConfig`), the LM runs on
+    that many Ray workers instead (:class:`~curate.backends.ray_backend.RayBackend`), each building
+    this same block; every caller uses it unchanged."""
     from curate.backends import load_backend
+
+    if executor is not None and getattr(executor, "kind", "local") == "ray":
+        from curate.backends.ray_backend import RayBackend
+        from curate.executor import executor_from
+
+        return RayBackend(lm, executor_from(executor))
 
     options: dict[str, Any] = dict(getattr(lm, "options", None) or {})
     if lm.backend == "hf":
@@ -54,13 +64,14 @@ def backend_from(lm) -> Any:
 class LazyBackend:
     """An LM built on first call and then reused: a recipe that never needs its LM never loads it."""
 
-    def __init__(self, lm) -> None:
+    def __init__(self, lm, executor=None) -> None:
         self.lm = lm
+        self.executor = executor   # an executor: block; kind ray runs the LM on Ray workers
         self._backend = None
 
     def __call__(self):
         if self._backend is None:
-            self._backend = backend_from(self.lm)
+            self._backend = backend_from(self.lm, self.executor)
         return self._backend
 
     @property
@@ -184,7 +195,7 @@ def labeller_from(spec, labels: Sequence[Any], *, index, backend: Callable[[], A
 
 
 def teacher_from(kind: str, pool, *, lm=None, column: str = "response", tokenizer: Any = None, chat: bool = True,
-                 system: str | None = None, max_new_tokens: int = 256, max_input_tokens: int = 1024):
+                 system: str | None = None, max_new_tokens: int = 256, max_input_tokens: int = 1024, executor=None):
     """The annotator that writes responses: ``recorded`` (the pool's ``column``, billed by the token
     of ``tokenizer`` as if a teacher had written it: exact per-item costs) or a live teacher, the
     LM of ``lm`` (an ``lm:`` block, or a backend already built)."""
@@ -194,7 +205,7 @@ def teacher_from(kind: str, pool, *, lm=None, column: str = "response", tokenize
         if column not in pool.columns:
             raise ConfigError(f"The teacher's column '{column}' is not a column of the pool ({', '.join(pool.columns)}).")
         return RecordedTeacher(column, tokenizer=tokenizer).prepare(pool)
-    backend = backend_from(lm) if hasattr(lm, "backend") and hasattr(lm, "model") else lm
+    backend = backend_from(lm, executor) if hasattr(lm, "backend") and hasattr(lm, "model") else lm
     return TeacherAnnotator(backend, chat=chat, system=system, max_new_tokens=max_new_tokens,
                             max_input_tokens=max_input_tokens)
 

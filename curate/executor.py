@@ -101,9 +101,10 @@ class RayExecutor(Executor):
             return Executor(self.batch_size).map_batches(worker, columns, args=args)
         keys = list(columns)
         items = [{_POS: i, **{k: columns[k][i] for k in keys}} for i in range(n)]
-        cpus = float(ray.cluster_resources().get("CPU", 1))
-        # Each worker holds a CPU share: more workers than CPUs would wait for CPUs forever.
-        per_worker = min(1.0, cpus / self.num_workers)
+        from curate.backends.ray_backend import _cpu_share
+
+        # Each worker holds a CPU share of those free: asking for more would wait for CPUs forever.
+        per_worker = _cpu_share(ray, self.num_workers)
         ds = ray.data.from_items(items).map_batches(
             _Positioned, fn_constructor_args=(worker, args), batch_size=min(self.batch_size, n), batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=self.num_workers), num_cpus=per_worker)

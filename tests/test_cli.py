@@ -81,6 +81,23 @@ def test_demo_runs_a_short_real_loop(capsys, tmp_path):
     assert all(int(r[1]) + int(r[3]) == 8 for r in rows)           # each item kept from the LLM or sent to people
     assert "Stopped: 2 rounds done" in out and "human" in out and "llm" in out
     assert (tmp_path / "demo" / "curve.png").stat().st_size > 1000
+    # it ends with the saving against random picks, run beside it with the same annotator and prices
+    tail = out.split("Saving: ", 1)[1].splitlines()
+    assert tail[0].startswith("kmeans then entropy_kcenter vs random picks") and "held-out accuracy" in tail[1]
+    assert (tmp_path / "demo" / "baseline-random" / "journal.sqlite").exists()
+
+
+def test_demo_saving_reads_both_curves():
+    from curate.paradigms.classify.demo import saving
+
+    mine = [{"round": 0, "spent": 2.0, "metric": 0.70}, {"round": 1, "spent": 4.0, "metric": 0.85}]
+    rand = [{"round": 0, "spent": 2.0, "metric": 0.60}, {"round": 1, "spent": 4.0, "metric": 0.75},
+            {"round": 2, "spent": 8.0, "metric": 0.86}]
+    lines = saving(mine, rand, "s", "USD")
+    assert "at 4.00 USD: held-out accuracy 0.850 vs 0.750 for random" in lines[1]
+    assert "random needed 8.00 USD to reach 0.850: 4.00 USD (50%) more" in lines[2]
+    assert "never reached 0.850 (0.750 at most" in saving(mine, rand[:2], "s", "USD")[2]
+    assert "no saving" in saving(mine, [{"round": 0, "spent": 2.0, "metric": 0.9}], "s", "USD")[2]
 
 
 def test_demo_recipe_parses():

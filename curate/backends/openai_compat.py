@@ -45,9 +45,8 @@ import os
 import random
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import httpx
@@ -63,6 +62,7 @@ from curate.backends.base import (
     log_softmax_rows,
 )
 from curate.backends.batch_api import BatchJobs, MemoryRecord, request_key
+from curate.backends.streaming import ItemStreams
 from curate.errors import BackendError, ConfigError, MissingDependencyError
 
 __all__ = ["APIS", "OpenAICompatibleBackend"]
@@ -113,7 +113,7 @@ class _Collector:
         self.seen: dict[str, int] = {}  # request key -> times the current item sent it
 
 
-class OpenAICompatibleBackend(BaseBackend):
+class OpenAICompatibleBackend(ItemStreams, BaseBackend):
     """Scores and samples through an OpenAI-compatible HTTP server.
 
     Parameters
@@ -551,62 +551,10 @@ class OpenAICompatibleBackend(BaseBackend):
             out[k] = result
         return out
 
-    def _run_item(self, fn: Callable[[T], R], item: T) -> tuple[R, Usage]:
-        """``fn(item)`` with the usage of its requests counted apart (and in every enclosing item's)."""
-        local = self._local
-        used = Usage()
-        stack = getattr(local, "usages", None)
-        if stack is None:
-            stack = local.usages = []
-        stack.append(used)
-        local.depth = getattr(local, "depth", 0) + 1
-        try:
-            return fn(item), used
-        finally:
-            local.depth -= 1
-            stack.pop()
-
     def _fan_out(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[tuple[int, R, Usage]]:
         limit = self._checked_concurrency()
         self._http()  # built here, once, not by the first threads to need it
-        source = enumerate(items)
-        first = next(source, None)
-        if first is None:
-            return
-        yield (first[0], *self._run_item(fn, first[1]))  # alone: what it learns, the others need not fail to learn
-        if limit == 1:
-            for k, item in source:
-                yield (k, *self._run_item(fn, item))
-            return
-        executor = ThreadPoolExecutor(max_workers=limit, thread_name_prefix="curate-http")
-        window: deque[tuple[int, Future]] = deque()
-
-        def top_up() -> None:
-            # A few queued beyond those in flight keep every worker busy; the pool bounds the flight.
-            while len(window) < 2 * limit:
-                nxt = next(source, None)
-                if nxt is None:
-                    return
-                window.append((nxt[0], executor.submit(self._run_item, fn, nxt[1])))
-
-        try:
-            top_up()
-            while window:
-                k, future = window[0]
-                try:
-                    result, used = future.result()
-                except Exception:
-                    for _, queued in window:
-                        queued.cancel()
-                    for j, other in list(window)[1:]:  # answered and paid for: still the caller's
-                        if not other.cancelled() and other.exception() is None:
-                            yield (j, *other.result())
-                    raise
-                window.popleft()
-                yield k, result, used
-                top_up()
-        finally:
-            executor.shutdown(wait=True, cancel_futures=True)
+        yield from self._fan_out_items(fn, items, limit, thread_name="curate-http")
 
     def _batch_stream(self, fn: Callable[[T], R], items: list[T]) -> Iterator[tuple[int, R, Usage]]:
         """Every item run until its requests are known, those sent as one batch, the items run again
@@ -774,8 +722,7 @@ class OpenAICompatibleBackend(BaseBackend):
             with self._lock:
                 self.usage.add(tokens_in, tokens_out, kind=kind)
         if item:
-            for used in getattr(self._local, "usages", None) or ():
-                used.add(tokens_in, tokens_out, kind=kind)
+            self._count_item(tokens_in, tokens_out, kind)
 
     def _checked_concurrency(self) -> int:
         value = self.max_concurrency

@@ -211,6 +211,10 @@ def plan(config: BenchConfig, out: str | Path | None = None) -> list[str]:
         by = "the cell's own strategy" if schedule.init_strategy == "same" else schedule.init_strategy
         lines.append(f"  schedule {name}: {schedule.rounds} rounds, round 0 included: {shown} labels "
                      f"(init {schedule.init} by {by}, then {schedule.batch} a round{cap})")
+        own = {c.strategy: config.init_for(c) for c in cells if c.schedule == name
+               and config.strategy(c.strategy).init is not None}
+        if own:
+            lines.append("    arms with their own round 0: " + ", ".join(f"{arm} (by {init})" for arm, init in own.items()))
         for annotator in g.annotator:
             n = sum(1 for c in cells if c.schedule == name and c.annotator == annotator)
             per_label = _label_worst_case(config.annotators[annotator].kind, prices)

@@ -26,12 +26,15 @@ def add_demo(subparsers) -> dict:
     demo.add_argument("--out", default=None, help="run folder (default: a new temporary folder)")
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                       help="override recipes/demo.yaml, e.g. stop.rounds=3 or lm.device=cpu; repeatable")
+    demo.add_argument("--no-baseline", action="store_true",
+                      help="skip the random-picks run that the saving is measured against (about as long again)")
     return {"demo": _demo}
 
 
 def _demo(args) -> int:
-    from .demo import format_report, run_demo
+    from .demo import demo_config, format_report, run_baseline, run_demo
 
     outcome, routing = run_demo(args.overrides, args.out)
-    print(format_report(outcome, routing))
+    baseline = None if args.no_baseline else run_baseline(args.overrides, outcome.folder)
+    print(format_report(outcome, routing, baseline, demo_config(args.overrides)))
     return 0

@@ -43,7 +43,7 @@ class ClassifyConfig:
     prices: PricesConfig = field(default_factory=PricesConfig)
     stop: StopConfig = field(default_factory=StopConfig)
     generate: GenerateConfig | None = None  # generation as a query source (off when absent)
-    executor: ExecutorConfig | None = None  # where the pool is embedded (absent: in process)
+    executor: ExecutorConfig | None = None  # where the pool is embedded and the LM runs (absent: in process)
     seed: int = 0
 
 

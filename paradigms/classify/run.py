@@ -59,7 +59,7 @@ def build(config: ClassifyConfig, folder: RunFolder, *, evaluate: bool = True) -
     embedder = load_embedder(config.embedder)
     learner = EmbeddingClassifier(index.vectors, config.labels, C=config.learner.C,
                                   self_training=config.learner.self_training)
-    backend = LazyBackend(config.lm)
+    backend = LazyBackend(config.lm, config.executor)
     annotator = annotator_from(config.annotator, labels=config.labels,
                                machine=lambda: labeller_from(config.annotator, config.labels, index=index, backend=backend))
     available = available_for(learner, index=index, backend=True)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curate.config import PricesConfig, StopConfig, load_recipe
+from curate.config import ExecutorConfig, PricesConfig, StopConfig, load_recipe
 from curate.errors import ConfigError, did_you_mean
 from curate.models import DEFAULT_EMBEDDER, DEFAULT_LM
 
@@ -132,6 +132,7 @@ class DistillConfig:
     embedder: str = DEFAULT_EMBEDDER
     prices: PricesConfig = field(default_factory=PricesConfig)
     stop: StopConfig = field(default_factory=lambda: StopConfig(rounds=5))  # money: answers and probes
+    executor: ExecutorConfig | None = None  # where the live teacher runs (ray: on Ray workers; absent: in process)
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -117,7 +117,7 @@ def build_distill(config: DistillConfig, run_dir: str | Path, *, evaluate: bool 
     t = config.teacher
     live = None if t.kind == "recorded" else LMConfig(backend=t.kind, model=resolve_lm(t.model) if t.kind == "hf"
                                                          else t.model, device=t.device, base_url=t.base_url)
-    annotator = teacher_from(t.kind, pool, lm=live, column=t.column,
+    annotator = teacher_from(t.kind, pool, lm=live, column=t.column, executor=config.executor,
                              tokenizer=resolve_lm(t.tokenizer) if t.tokenizer else student, chat=t.chat,
                              system=t.system, max_new_tokens=t.max_new_tokens, max_input_tokens=t.max_input_tokens)
     # The probe asks the same teacher: the recorded answers, or the live teacher's backend.

@@ -138,7 +138,7 @@ def _labels(config, pool) -> list[str]:
 def _backend(config):
     from curate.build import backend_from
 
-    return backend_from(config.lm)
+    return backend_from(config.lm, config.executor)
 
 
 def _labelled_set(config, pool, labels: list[str]):

@@ -15,6 +15,7 @@ from typing import Any
 
 from curate.config import (
     AnnotatorConfig,
+    ExecutorConfig,
     LMConfig,
     PoolConfig,
     PricesConfig,
@@ -224,6 +225,7 @@ class ICLConfig:
     annotator: AnnotatorConfig = field(default_factory=AnnotatorConfig)
     prices: PricesConfig = field(default_factory=PricesConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    executor: ExecutorConfig | None = None  # where the LM (scoring, labels) runs (ray: on Ray workers; absent: in process)
     seed: int = 0
 
     def __post_init__(self) -> None:

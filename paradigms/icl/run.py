@@ -56,7 +56,7 @@ def build(config: ICLConfig, folder: RunFolder, *, evaluate: bool = True) -> Bui
     embedder = load_embedder(config.embedder)
     texts = embedding_texts(config.prompt, template_inputs(config.prompt, pool))
     index = EmbeddingIndex.from_vectors(embedder.encode(texts), pool.ids, model=embedder.name)
-    backend = LazyBackend(config.lm)
+    backend = LazyBackend(config.lm, config.executor)
     annotator = annotator_from(config.annotator, labels=labels,
                                machine=lambda: labeller_from(config.annotator, labels, index=index, backend=backend))
     builder = None

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curate.config import LMConfig, PricesConfig, StopConfig, load_recipe
+from curate.config import ExecutorConfig, LMConfig, PricesConfig, StopConfig, load_recipe
 from curate.errors import ConfigError, did_you_mean
 from curate.models import DEFAULT_EMBEDDER
 
@@ -117,6 +117,7 @@ class PrefsConfig:
     prices: PricesConfig = field(default_factory=PricesConfig)
     stop: StopConfig = field(default_factory=lambda: StopConfig(rounds=5))
     export: str = "preferences.jsonl"   # written into the run folder after every invocation
+    executor: ExecutorConfig | None = None  # where the LM (policy samples, judge) runs (ray: on Ray workers)
     seed: int = 0
 
 

@@ -145,7 +145,7 @@ def build_prefs_loop(config: PrefsConfig, run_dir: str | Path, *, evaluate: bool
     from .strategies import make_preference_strategy
 
     run_dir = Path(run_dir)
-    backend = LazyBackend(config.lm)
+    backend = LazyBackend(config.lm, config.executor)
     pool = _pool(config, run_dir, backend)
     embedder = load_embedder(config.embedder)
     features = embed_pairs(pool, embedder)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.config import (
+    ExecutorConfig,
     InitConfig,
     LMConfig,
     PoolConfig,
@@ -84,6 +85,7 @@ class SFTConfig:
     prices: PricesConfig = field(default_factory=PricesConfig)
     stop: StopConfig = field(default_factory=lambda: StopConfig(rounds=4))
     export: str = "messages"           # messages | prompt_completion
+    executor: ExecutorConfig | None = None  # where the live teacher runs (ray: on Ray workers; absent: in process)
     seed: int = 0
 
 

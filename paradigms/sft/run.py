@@ -94,7 +94,7 @@ def build(config: SFTConfig, folder: RunFolder, *, evaluate: bool = True) -> Bui
     if a.kind in ("gold", "recorded") and a.column not in pool.columns:
         raise ConfigError(f"annotator.column '{a.column}' is not a column of the pool ({', '.join(pool.columns)}).")
     annotator = annotator_from(a, labels=None, machine_kinds=("recorded", "teacher"), machine=lambda: teacher_from(
-        a.kind, pool, lm=a.lm, column=a.column, tokenizer=config.model, chat=config.chat, system=config.system,
+        a.kind, pool, lm=a.lm, column=a.column, executor=config.executor, tokenizer=config.model, chat=config.chat, system=config.system,
         max_new_tokens=a.max_new_tokens, max_input_tokens=a.max_input_tokens))
     loop = loop_from(pool, strategy=strategy, init=init, annotator=annotator, learner=learner, run_dir=run_dir,
                      index=index, init_size=config.init.size, batch_size=config.acquire.batch_size,
