@@ -225,21 +225,23 @@ class Purse:
     def left_micros(self) -> int | None:
         return None if self.limit_micros is None else self.limit_micros - self.spent_micros
 
-    def price(self, *, input_tokens: int = 0, output_tokens: int = 0) -> int:
-        return self.ledger.price(input_tokens=input_tokens, output_tokens=output_tokens)
+    def price(self, *, input_tokens: int = 0, output_tokens: int = 0, batch: bool = False) -> int:
+        return self.ledger.price(input_tokens=input_tokens, output_tokens=output_tokens, batch=batch)
 
     def can_afford(self, micros: int) -> bool:
         return self.limit_micros is None or micros <= self.left_micros
 
     def charge(self, source: str, *, input_tokens: int = 0, output_tokens: int = 0,
-               scores: tuple[str, dict[int, float]] | None = None) -> Charge:
+               scores: tuple[str, dict[int, float]] | None = None, batch: bool = False) -> Charge:
         """Bill tokens (not a label: the charge names no item), journalled with the ``scores`` they
-        bought (``(scorer, {item id: score})``); refuse one over the purse."""
-        micros = self.price(input_tokens=input_tokens, output_tokens=output_tokens)
+        bought (``(scorer, {item id: score})``); refuse one over the purse. ``batch``: bought through
+        a batch API, at the batch tier."""
+        micros = self.price(input_tokens=input_tokens, output_tokens=output_tokens, batch=batch)
         if not self.can_afford(micros):
             raise ConfigError(f"A {source} charge of {micros / MICROS:.6f} is over what selection may spend "
                               f"({self.left_micros / MICROS:.6f} left).")
-        charge = self.ledger.charge(source, input_tokens=input_tokens, output_tokens=output_tokens, round=self.round)
+        charge = self.ledger.charge(source, input_tokens=input_tokens, output_tokens=output_tokens, round=self.round,
+                                    batch=batch)
         if scores is None:
             self.record(charge)
         else:

@@ -101,6 +101,14 @@ class ExecutorEmbedder:
         return embed_texts(texts, e.model, executor=self.executor, normalize=e.normalize, device=e.device,
                            batch_size=e.batch_size)
 
+    def encode_stream(self, texts: Sequence[str]):
+        """``(positions, rows)`` of each batch as the workers finish it (for a cache to keep at once)."""
+        from curate.executor import embed_texts_stream
+
+        e = self.embedder
+        yield from embed_texts_stream(list(texts), e.model, executor=self.executor, normalize=e.normalize,
+                                      device=e.device, batch_size=e.batch_size)
+
 
 class EmbeddingCache:
     """Vectors stored in SQLite by (model name, sha256 of the text).
@@ -180,7 +188,15 @@ class CachedEmbedder:
         found = self.cache.get(self.name, list(dict.fromkeys(keys)))
         self.last_hits = sum(k in found for k in keys)
         todo = {k: t for k, t in zip(keys, texts, strict=True) if k not in found}
-        if todo:
+        stream = getattr(self.embedder, "encode_stream", None)
+        if todo and callable(stream):
+            # Each batch is kept as it arrives: a process killed mid-pool embeds only the rest again.
+            todo_keys = list(todo)
+            for pos, rows in stream(list(todo.values())):
+                batch = [todo_keys[p] for p in pos.tolist()]
+                self.cache.put(self.name, batch, rows)
+                found.update(zip(batch, rows, strict=True))
+        elif todo:
             fresh = self.embedder.encode(list(todo.values()))
             self.cache.put(self.name, list(todo), fresh)
             found.update(zip(todo, fresh, strict=True))

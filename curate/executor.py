@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ import numpy as np
 from curate.errors import ConfigError, MissingDependencyError
 
 __all__ = ["EmbedWorker", "Executor", "OptionsWorker", "PerplexityWorker", "RayExecutor", "embed_texts",
+           "embed_texts_stream",
            "executor_from", "option_logprobs", "perplexity"]
 
 _POS = "_pos"
@@ -43,12 +44,26 @@ class Executor:
 
     def map_batches(self, worker: type, columns: Mapping[str, Sequence[Any]], *,
                     args: tuple = ()) -> dict[str, np.ndarray]:
-        """``worker(*args)`` once, then called on each batch of ``columns``; the outputs concatenated."""
+        """``worker(*args)`` once, then called on each batch of ``columns``; the outputs concatenated
+        in input order."""
+        parts = list(self.map_batches_stream(worker, columns, args=args))
+        if not parts:
+            return {}
+        out = _concat([{_POS: pos, **values} for pos, values in parts])
+        order = np.argsort(out.pop(_POS), kind="stable")
+        return {k: v[order] for k, v in out.items()}
+
+    def map_batches_stream(self, worker: type, columns: Mapping[str, Sequence[Any]], *,
+                           args: tuple = ()) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """``(input positions, outputs)`` of each batch as it is done (here: in order), so that a
+        caller can keep each (a cache, a journal) before the next arrives."""
         n = _length(columns)
+        if n == 0:
+            return
         fn = worker(*args)
-        out = [fn({k: np.asarray(v[s:s + self.batch_size]) for k, v in columns.items()})
-               for s in range(0, n, self.batch_size)]
-        return _concat(out)
+        for s in range(0, n, self.batch_size):
+            yield np.arange(s, min(n, s + self.batch_size)), fn({k: np.asarray(v[s:s + self.batch_size])
+                                                                 for k, v in columns.items()})
 
     def close(self) -> None:
         pass
@@ -93,12 +108,14 @@ class RayExecutor(Executor):
     def _local_cpus(self) -> int:
         return self.num_cpus or max(1, min(self.num_workers, os.cpu_count() or 1))
 
-    def map_batches(self, worker: type, columns: Mapping[str, Sequence[Any]], *,
-                    args: tuple = ()) -> dict[str, np.ndarray]:
+    def map_batches_stream(self, worker: type, columns: Mapping[str, Sequence[Any]], *,
+                           args: tuple = ()) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """Ray Data's batches as they come off the workers (in any order; each carries its rows'
+        input positions). A worker that dies is restarted by Ray Data and its batch run again."""
         ray = self.start()
         n = _length(columns)
         if n == 0:
-            return Executor(self.batch_size).map_batches(worker, columns, args=args)
+            return
         keys = list(columns)
         items = [{_POS: i, **{k: columns[k][i] for k in keys}} for i in range(n)]
         from curate.backends.ray_backend import _cpu_share
@@ -107,10 +124,11 @@ class RayExecutor(Executor):
         per_worker = _cpu_share(ray, self.num_workers)
         ds = ray.data.from_items(items).map_batches(
             _Positioned, fn_constructor_args=(worker, args), batch_size=min(self.batch_size, n), batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=self.num_workers), num_cpus=per_worker)
-        out = _concat(list(ds.iter_batches(batch_size=None, batch_format="numpy")))
-        order = np.argsort(out.pop(_POS), kind="stable")
-        return {k: v[order] for k, v in out.items()}
+            compute=ray.data.ActorPoolStrategy(size=self.num_workers), num_cpus=per_worker,
+            max_restarts=-1, max_task_retries=-1)
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            pos = np.asarray(batch.pop(_POS), dtype=np.int64)
+            yield pos, batch
 
     def close(self) -> None:
         if self._started:
@@ -215,6 +233,14 @@ def embed_texts(texts: Sequence[str], model: str, *, executor: Executor, normali
     """``(len(texts), dim)`` float32 rows of ``model``, computed by ``executor``'s workers."""
     out = executor.map_batches(EmbedWorker, {"text": list(texts)}, args=(model, normalize, device, batch_size))
     return np.ascontiguousarray(out["vector"], dtype=np.float32)
+
+
+def embed_texts_stream(texts: Sequence[str], model: str, *, executor: Executor, normalize: bool = True,
+                       device: str | None = None, batch_size: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(positions, float32 rows)`` of each batch of ``texts`` as the workers finish it."""
+    for pos, out in executor.map_batches_stream(EmbedWorker, {"text": list(texts)},
+                                                args=(model, normalize, device, batch_size)):
+        yield pos, np.ascontiguousarray(out["vector"], dtype=np.float32)
 
 
 def option_logprobs(lm, prompts: Sequence[str], options: Sequence[str], *, normalize: bool = True,

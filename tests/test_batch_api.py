@@ -250,3 +250,20 @@ def test_a_run_killed_while_polling_resumes_the_same_batch(server, tmp_path):
         assert result["spent_micros"] == sum(c.micros for c in charges)
     finally:
         journal.close()
+
+
+def test_a_teacher_through_the_batch_api_is_charged_at_the_batch_tier(server):
+    from curate.budget import Prices
+    from curate.responses import TeacherAnnotator
+
+    state, base_url = server
+    backend = batch_backend(base_url)
+    teacher = TeacherAnnotator(backend, max_new_tokens=8, max_input_tokens=64)
+    pool = load_pool([{"prompt": f"say item {i}"} for i in range(4)])
+    out = list(teacher.annotate(pool, np.arange(4)))
+    assert (state.uploads, state.created) == (1, 1)
+    assert [a.label for a in out] == [f"echo: say item {i}" for i in range(4)]
+    assert all(isinstance(a, BatchAnnotation) for a in out)
+    prices = Prices(llm_input_per_million=2.0, llm_output_per_million=8.0, batch_discount=0.5)
+    full = TeacherAnnotator(OpenAICompatibleBackend("remote", base_url), max_new_tokens=8, max_input_tokens=64)
+    assert teacher.worst_case_micros(prices) * 2 == full.worst_case_micros(prices)

@@ -97,13 +97,13 @@ def test_classify_recipe_with_a_ray_executor_runs_a_round(ray_executor, tmp_path
 
     monkeypatch.setenv("CURATE_CACHE", str(tmp_path / "cache"))  # an empty cache: the pool is embedded for real
     calls = []
-    real = RayExecutor.map_batches
+    real = RayExecutor.map_batches_stream
 
     def counted(self, worker, columns, **kw):
         calls.append((worker.__name__, len(next(iter(columns.values())))))
         return real(self, worker, columns, **kw)
 
-    monkeypatch.setattr(curate.executor.RayExecutor, "map_batches", counted)
+    monkeypatch.setattr(curate.executor.RayExecutor, "map_batches_stream", counted)
     recipe = tmp_path / "r.yaml"
     recipe.write_text("paradigm: classify\npool: {path: 'sample:reviews', id_column: id}\nlabels: [positive, negative]\n"
                       "init: {strategy: random, size: 8}\nacquire: {strategy: entropy, batch_size: 8}\n"
@@ -114,3 +114,20 @@ def test_classify_recipe_with_a_ray_executor_runs_a_round(ray_executor, tmp_path
     assert "Stopped: 1 round" in out
     assert calls == [("EmbedWorker", 64)]  # the 64 shipped reviews, embedded on the workers
     assert "kind: ray" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+def test_the_cache_keeps_each_batch_as_it_arrives(ray_executor, tmp_path):
+    """A driver killed mid-pool keeps what came back: each streamed batch is in the cache before the next."""
+    from curate.embed import load_embedder
+
+    embedder = load_embedder(cache=tmp_path / "e.sqlite", executor=ray_executor)
+    seen = []
+    put = embedder.cache.put
+
+    def counting(model, keys, vectors):
+        seen.append(len(keys))
+        put(model, keys, vectors)
+
+    embedder.cache.put = counting
+    embedder.encode(TEXTS[:64])
+    assert sum(seen) == 64 and len(seen) == 4 and embedder.cache.count() == 64   # 4 batches of 16, kept one by one

@@ -39,7 +39,7 @@ from curate.annotate.human import check_labels
 from curate.budget import Prices
 from curate.errors import ConfigError, DataError
 
-__all__ = ["BatchAnnotation", "LLMAnnotator", "parse_label", "split_tokens"]
+__all__ = ["BatchAnnotation", "LLMAnnotator", "annotation_type", "buys_in_batches", "parse_label", "split_tokens"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,17 @@ class BatchAnnotation(Annotation):
     """An annotation bought through a batch API: the ledger charges its tokens at the batch tier."""
 
     batch: bool = True
+
+
+def buys_in_batches(backend) -> bool:
+    """Whether ``backend`` sends its requests through a batch API (its tokens cost the batch tier)."""
+    return getattr(backend, "batch_api", False) is True
+
+
+def annotation_type(backend) -> type[Annotation]:
+    """The annotation a machine annotator on ``backend`` yields: :class:`BatchAnnotation` through a
+    batch API (the ledger charges the batch tier), else :class:`Annotation`."""
+    return BatchAnnotation if buys_in_batches(backend) else Annotation
 
 
 def parse_label(text: str | None, labels: Sequence[Any]) -> Any | None:
@@ -183,7 +194,7 @@ class LLMAnnotator:
     @property
     def batch_api(self) -> bool:
         """Whether the backend buys through a batch API (priced at the batch tier)."""
-        return getattr(self.backend, "batch_api", False) is True
+        return buys_in_batches(self.backend)
 
     def worst_case_micros(self, prices: Prices) -> int:
         return prices.micros(input_tokens=self.max_input_tokens, output_tokens=self.max_output_tokens,
@@ -238,7 +249,7 @@ class LLMAnnotator:
 
     def _streamed(self, stream, pool, ids: np.ndarray, labeled: Mapping[int, Any] | None) -> Iterator[Annotation]:
         """One request per item through ``backend.stream``; each annotation as soon as its request is back."""
-        make = BatchAnnotation if self.batch_api else Annotation
+        make = annotation_type(self.backend)
         ask = self._score if self.scores_options else self._generate
 
         def one(item: tuple) -> tuple:

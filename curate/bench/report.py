@@ -397,7 +397,11 @@ def write_report(run_dir: str | Path, *, out: str | Path | None = None, metric: 
     if overview and len(panels) > 1:
         titles = [p.title for p in panels]
         report.blocks.append(("h", 2, "Overview: AUC difference to random (x100, seeds won)"))
-        report.blocks.append(("table", ["strategy", *[p.keys["dataset"] for p in panels]],
+        # A column per panel, named by what tells the panels apart (the dataset, plus the schedule
+        # or annotator where a dataset has several panels).
+        varying = [k for k in ("schedule", "annotator") if len({p.keys[k] for p in panels}) > 1]
+        heads = [" / ".join([p.keys["dataset"], *(str(p.keys[k]) for k in varying)]) for p in panels]
+        report.blocks.append(("table", ["strategy", *heads],
                               [[s, *[overview[s].get(t, "–") for t in titles]] for s in overview]))
     speed = _read_speed(run_dir)
     if speed is not None:

@@ -201,8 +201,8 @@ class _PurseLedger:
         self.left_candidates -= size
         return size
 
-    def charge(self, source: str, *, input_tokens: int = 0, output_tokens: int = 0):
-        return self.purse.charge(source, input_tokens=input_tokens, output_tokens=output_tokens)
+    def charge(self, source: str, *, input_tokens: int = 0, output_tokens: int = 0, batch: bool = False):
+        return self.purse.charge(source, input_tokens=input_tokens, output_tokens=output_tokens, batch=batch)
 
     def describe(self) -> str:
         spent = self.purse.spent_micros / 1e6

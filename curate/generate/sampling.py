@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from curate.annotate.llm import buys_in_batches
 from curate.budget import Ledger
 from curate.errors import ConfigError
 from curate.generate.candidates import Candidate
@@ -65,10 +66,13 @@ def generate_accepted(make_batch: Callable[[int, np.random.Generator], list[Cand
             break
         before = [(b.usage.input_tokens, b.usage.output_tokens) for b in backends]
         kept = apply_filters(make_batch(size, rng), filters, report)
-        used_in = sum(b.usage.input_tokens - s[0] for b, s in zip(backends, before, strict=True))
-        used_out = sum(b.usage.output_tokens - s[1] for b, s in zip(backends, before, strict=True))
-        if used_in or used_out:
-            ledger.charge("generation", input_tokens=used_in, output_tokens=used_out)
+        # One charge per price tier: tokens bought through a batch API cost the batch tier.
+        for batch in (False, True):
+            tier = [(b, s) for b, s in zip(backends, before, strict=True) if buys_in_batches(b) is batch]
+            used_in = sum(b.usage.input_tokens - s[0] for b, s in tier)
+            used_out = sum(b.usage.output_tokens - s[1] for b, s in tier)
+            if used_in or used_out:
+                ledger.charge("generation", input_tokens=used_in, output_tokens=used_out, **({"batch": True} if batch else {}))
         kept = kept[: target - len(accepted)]
         accepted.extend(kept)
         if on_batch is not None and kept:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from curate.annotate.base import Annotation
-from curate.annotate.llm import split_tokens
+from curate.annotate.llm import annotation_type, buys_in_batches, split_tokens
 from curate.budget import Prices
 from curate.errors import ConfigError
 
@@ -59,7 +59,8 @@ class TeacherAnnotator:
         self.temperature = temperature
 
     def worst_case_micros(self, prices: Prices) -> int:
-        return prices.micros(input_tokens=self.max_input_tokens, output_tokens=self.max_new_tokens)
+        return prices.micros(input_tokens=self.max_input_tokens, output_tokens=self.max_new_tokens,
+                             batch=buys_in_batches(self.backend))
 
     def render(self, prompt: str) -> str:
         if not self.chat:
@@ -71,13 +72,14 @@ class TeacherAnnotator:
         ids = np.asarray(ids, dtype=np.int64).ravel()
         prompts = [str(p) for p in pool.select(ids)["prompt"]] if len(ids) else []
         tokenizer = getattr(self.backend, "tokenizer", None)
+        make = annotation_type(self.backend)   # through a batch API: charged at the batch tier
         for start in range(0, len(ids), self.batch_size):
             batch = ids[start:start + self.batch_size].tolist()
             rendered = [self.render(p) for p in prompts[start:start + self.batch_size]]
             lengths = [_count_tokens(tokenizer, r) if tokenizer is not None else None for r in rendered]
             send = [k for k, n in enumerate(lengths) if n is None or n <= self.max_input_tokens]
             for k in sorted(set(range(len(batch))) - set(send)):
-                yield Annotation(batch[k], None, "llm", note=f"prompt of {lengths[k]} tokens is over max_input_tokens="
+                yield make(batch[k], None, "llm", note=f"prompt of {lengths[k]} tokens is over max_input_tokens="
                                                             f"{self.max_input_tokens}; not sent")
             if not send:
                 continue
@@ -94,7 +96,7 @@ class TeacherAnnotator:
                 gen = outs[j][0]
                 text = gen.text.strip()
                 note = "cut at max_new_tokens" if gen.finish_reason == "length" else ""
-                yield Annotation(batch[k], text or None, "llm", None, input_tokens=min(tokens_in[j], self.max_input_tokens),
+                yield make(batch[k], text or None, "llm", None, input_tokens=min(tokens_in[j], self.max_input_tokens),
                                  output_tokens=min(tokens_out[j], self.max_new_tokens),
                                  note=note if text else "empty answer")
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from curate.annotate.base import Annotation
-from curate.annotate.llm import split_tokens
+from curate.annotate.llm import annotation_type, buys_in_batches, split_tokens
 from curate.budget import Prices
 from curate.errors import ConfigError
 
@@ -207,14 +207,15 @@ class PairwiseJudge:
 
     def annotate(self, pool, ids: np.ndarray, *, labeled: Mapping[int, Any] | None = None) -> Iterator[Annotation]:
         ids = np.asarray(ids, dtype=np.int64).ravel()
+        make = annotation_type(self.backend)   # through a batch API: charged at the batch tier
         for start in range(0, len(ids), self.batch_size):
             batch = ids[start:start + self.batch_size]
             rows = pool.select(batch)
             verdicts = self.judge(rows["prompt"], rows["response_a"], rows["response_b"])
             for k, item_id in enumerate(batch.tolist()):
-                yield Annotation(item_id, verdicts.labels[k], "llm", float(verdicts.confidence[k]),
+                yield make(item_id, verdicts.labels[k], "llm", float(verdicts.confidence[k]),
                                  input_tokens=verdicts.input_tokens[k], note=verdicts.notes[k])
         logger.info("judge labelled %d pair(s) in both orders", len(ids))
 
     def worst_case_micros(self, prices: Prices) -> int:
-        return prices.micros(input_tokens=self.max_input_tokens())
+        return prices.micros(input_tokens=self.max_input_tokens(), batch=buys_in_batches(self.backend))

@@ -1,0 +1,43 @@
+"""Accuracy at the smallest budgets (the first rounds) per strategy and dataset, with the paired sign
+test against random over seeds, from a classification bench table (results.csv or .csv.gz).
+
+    python docs/bench/classification/early_rounds.py docs/bench/classification/results.csv.gz
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import pandas as pd
+
+STRATEGIES = ["random", "margin", "badge", "typiclust", "probcover", "typical_margin", "cluster_margin", "budget_switch",
+              "small-text:BreakingTies"]
+
+
+def sign_p(wins: int, losses: int) -> float:
+    n = wins + losses
+    k = min(wins, losses)
+    return 1.0 if n == 0 else min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
+
+
+def main(path: str, rounds: int = 3) -> None:
+    d = pd.read_csv(path)
+    d = d[d["round"] < rounds]
+    for dataset in d.dataset.unique():
+        part = d[d.dataset == dataset]
+        wide = part.pivot_table(index=["strategy", "seed"], columns="labels", values="accuracy")
+        base = wide.loc["random"]
+        print(f"{dataset}: mean accuracy x100 at {', '.join(str(c) for c in wide.columns)} labels; "
+              "mean of the first rounds vs random (seeds won, sign p)")
+        for st in [s for s in STRATEGIES if s in wide.index.get_level_values(0)]:
+            rows = wide.loc[st]
+            diff = rows.mean(axis=1) - base.loc[rows.index].mean(axis=1)
+            won, lost = int((diff > 0).sum()), int((diff < 0).sum())
+            cells = "  ".join(f"{100 * v:5.1f}" for v in rows.mean())
+            tail = "" if st == "random" else f"   {100 * diff.mean():+5.2f} ({won}/{len(diff)}, p {sign_p(won, lost):.3f})"
+            print(f"  {st:24s} {cells}{tail}")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
