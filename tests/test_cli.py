@@ -95,7 +95,7 @@ def test_demo_saving_reads_both_curves():
             {"round": 2, "spent": 8.0, "metric": 0.86}]
     lines = saving(mine, rand, "s", "USD")
     assert "at 4.00 USD: held-out accuracy 0.850 vs 0.750 for random" in lines[1]
-    assert "random needed 8.00 USD to reach 0.850: 4.00 USD (50%) more" in lines[2]
+    assert "to reach 0.850: random needed 8.00 USD, s 4.00: 4.00 USD saved (50% of random's)" in lines[2]
     assert "never reached 0.850 (0.750 at most" in saving(mine, rand[:2], "s", "USD")[2]
     assert "no saving" in saving(mine, [{"round": 0, "spent": 2.0, "metric": 0.9}], "s", "USD")[2]
 

@@ -96,8 +96,8 @@ def saving(strategy_curve, random_curve, strategy: str, currency: str) -> list[s
         spent = max(c["spent"] for c in random_curve)
         lines.append(f"  random never reached {mine:.3f} ({best:.3f} at most, {spent:.2f} {currency} spent)")
     elif own is not None and need > own:
-        lines.append(f"  random needed {need:.2f} {currency} to reach {mine:.3f}: {need - own:.2f} {currency} "
-                     f"({100 * (need - own) / need:.0f}%) more")
+        lines.append(f"  to reach {mine:.3f}: random needed {need:.2f} {currency}, {strategy} {own:.2f}: "
+                     f"{need - own:.2f} {currency} saved ({100 * (need - own) / need:.0f}% of random's)")
     else:
         lines.append(f"  random reached {mine:.3f} with {need:.2f} {currency}: no saving on this sample")
     return lines
