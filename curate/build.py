@@ -61,6 +61,16 @@ def backend_from(lm, executor=None) -> Any:
         raise ConfigError(f"lm.options: the {lm.backend} backend does not take these options ({err}).") from None
 
 
+def _require_ray() -> None:
+    import importlib.util
+
+    from curate.errors import MissingDependencyError
+
+    if importlib.util.find_spec("ray") is None:
+        raise MissingDependencyError("executor.kind 'ray' needs Ray Data: pip install 'curate[ray]' "
+                                     "(or remove the executor block to run in process).")
+
+
 class LazyBackend:
     """An LM built on first call and then reused: a recipe that never needs its LM never loads it."""
 
@@ -68,6 +78,8 @@ class LazyBackend:
         self.lm = lm
         self.executor = executor   # an executor: block; kind ray runs the LM on Ray workers
         self._backend = None
+        if getattr(executor, "kind", "local") == "ray":
+            _require_ray()   # now, while the run is being built: not at the first LM call, after labels were bought
 
     def __call__(self):
         if self._backend is None:
