@@ -188,18 +188,17 @@ class CachedEmbedder:
         found = self.cache.get(self.name, list(dict.fromkeys(keys)))
         self.last_hits = sum(k in found for k in keys)
         todo = {k: t for k, t in zip(keys, texts, strict=True) if k not in found}
-        stream = getattr(self.embedder, "encode_stream", None)
-        if todo and callable(stream):
-            # Each batch is kept as it arrives: a process killed mid-pool embeds only the rest again.
-            todo_keys = list(todo)
-            for pos, rows in stream(list(todo.values())):
+        if todo:
+            todo_keys, todo_texts = list(todo), list(todo.values())
+            stream = getattr(self.embedder, "encode_stream", None)
+            # An embedder that streams is kept batch by batch as it arrives (a process killed mid-pool
+            # embeds only the rest again); any other answers in one batch.
+            batches = stream(todo_texts) if callable(stream) else [(np.arange(len(todo_texts)),
+                                                                  self.embedder.encode(todo_texts))]
+            for pos, rows in batches:
                 batch = [todo_keys[p] for p in pos.tolist()]
                 self.cache.put(self.name, batch, rows)
                 found.update(zip(batch, rows, strict=True))
-        elif todo:
-            fresh = self.embedder.encode(list(todo.values()))
-            self.cache.put(self.name, list(todo), fresh)
-            found.update(zip(todo, fresh, strict=True))
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)

@@ -118,10 +118,7 @@ class RayExecutor(Executor):
             return
         keys = list(columns)
         items = [{_POS: i, **{k: columns[k][i] for k in keys}} for i in range(n)]
-        from curate.backends.ray_backend import _cpu_share
-
-        # Each worker holds a CPU share of those free: asking for more would wait for CPUs forever.
-        per_worker = _cpu_share(ray, self.num_workers)
+        per_worker = cpu_share(ray, self.num_workers)
         ds = ray.data.from_items(items).map_batches(
             _Positioned, fn_constructor_args=(worker, args), batch_size=min(self.batch_size, n), batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=self.num_workers), num_cpus=per_worker,
@@ -190,12 +187,7 @@ class _LMWorker:
         self.backend = backend_from(lm)
 
     def _with_usage(self, n: int, run) -> dict[str, np.ndarray]:
-        u = self.backend.usage
-        before = (u.input_tokens, u.output_tokens, u.calls, dict(u.by_kind))
-        out = run()
-        spent = {"input": u.input_tokens - before[0], "output": u.output_tokens - before[1],
-                 "calls": u.calls - before[2],
-                 "by_kind": {k: v - before[3].get(k, 0) for k, v in u.by_kind.items() if v != before[3].get(k, 0)}}
+        out, spent = spent_by(self.backend.usage, run)
         usage = np.full(n, "", dtype=object)
         usage[0] = json.dumps(spent)  # the batch's tokens ride on its first row
         return {**out, _USAGE: usage}
@@ -288,14 +280,35 @@ def _add_usage(column: np.ndarray, usage) -> None:
     if usage is None:
         return
     for cell in column:
-        if not cell:
-            continue
-        spent = json.loads(cell)
-        usage.input_tokens += spent["input"]
-        usage.output_tokens += spent["output"]
-        usage.calls += spent["calls"]
-        for kind, count in spent["by_kind"].items():
-            usage.by_kind[kind] = usage.by_kind.get(kind, 0) + count
+        if cell:
+            add_spent(usage, json.loads(cell))
+
+
+def spent_by(usage, run) -> tuple[Any, dict]:
+    """``(run(), the tokens and calls it added to usage)``: what a worker sends back with its answer."""
+    before = (usage.input_tokens, usage.output_tokens, usage.calls, dict(usage.by_kind))
+    out = run()
+    spent = {"input": usage.input_tokens - before[0], "output": usage.output_tokens - before[1],
+             "calls": usage.calls - before[2],
+             "by_kind": {k: v - before[3].get(k, 0) for k, v in usage.by_kind.items() if v != before[3].get(k, 0)}}
+    return out, spent
+
+
+def add_spent(usage, spent: dict) -> None:
+    """Count what a worker spent (:func:`spent_by`) in the caller's ``usage``, where the ledger reads it."""
+    usage.input_tokens += spent["input"]
+    usage.output_tokens += spent["output"]
+    usage.calls += spent["calls"]
+    for kind, count in spent["by_kind"].items():
+        usage.by_kind[kind] = usage.by_kind.get(kind, 0) + count
+
+
+def cpu_share(ray, n: int) -> float:
+    """The CPUs each of ``n`` new Ray workers asks for: one, or an equal share of those free now. Asking
+    for more than is free would wait for CPUs forever (other workers may hold them); with none free
+    they ask for none, and share the CPUs with what runs there."""
+    free = float(ray.available_resources().get("CPU", 0.0))
+    return min(1.0, free / n) if free > 0 else 0.0
 
 
 def _length(columns: Mapping[str, Sequence[Any]]) -> int:

@@ -247,7 +247,7 @@ class ProbCover:
         self.n_classes = None if n_classes is None else _positive_int(n_classes, "n_classes", "ProbCover", low=2)
         self.purity_sample = _positive_int(purity_sample, "purity_sample", "ProbCover", low=10)
         self.allow_fewer = allow_fewer
-        self._graph: tuple | None = None   # (index, n, delta, offsets, neighbours)
+        self._graph: tuple | None = None   # (index, n, delta, offsets, neighbours, owners)
 
     def _classes(self, state: PoolState) -> int:
         if self.n_classes is not None:
@@ -282,7 +282,7 @@ class ProbCover:
         return max(low, 0.01)
 
     def _ball_graph(self, index, x: np.ndarray, state: PoolState):
-        delta = self.delta if self.delta is not None else None
+        delta = self.delta
         cached = self._graph
         if cached is not None and cached[0] is index and cached[1] == len(x) and (delta is None or cached[2] == delta):
             return cached
@@ -295,7 +295,9 @@ class ProbCover:
         flat = faiss.IndexFlatIP(x.shape[1])
         flat.add(x)
         lims, _, found = flat.range_search(x, 1.0 - delta * delta / 2.0)
-        self._graph = (index, len(x), delta, lims.astype(np.int64), found.astype(np.int64))
+        lims = lims.astype(np.int64)
+        owner = np.repeat(np.arange(len(x)), np.diff(lims))   # edge e: owner[e]'s ball holds found[e]
+        self._graph = (index, len(x), delta, lims, found.astype(np.int64), owner)
         logger.info("probcover: delta %.3f, %.1f neighbours per item on average", delta, len(found) / max(1, len(x)))
         return self._graph
 
@@ -305,12 +307,11 @@ class ProbCover:
         if b == 0:
             return _empty()
         x = np.ascontiguousarray(index.vectors, dtype=np.float32)
-        _, _, delta, lims, found = self._ball_graph(index, x, state)
+        _, _, delta, lims, found, owner = self._ball_graph(index, x, state)
         n = len(x)
         cand_ids, cand_pos = _candidates_by_position(index, state.candidates, "ProbCover")
         id_of_pos = np.full(n, -1, dtype=np.int64)
         id_of_pos[cand_pos] = cand_ids
-        owner = np.repeat(np.arange(n), np.diff(lims))      # edge e: owner[e]'s ball holds found[e]
         covered = np.zeros(n, dtype=bool)
         labeled = np.unique(np.asarray(state.labeled, dtype=np.int64))
         labeled = labeled[np.isin(labeled, index.ids)]

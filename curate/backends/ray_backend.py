@@ -50,14 +50,10 @@ class _BackendWorker:
         self.backend = backend_from(lm)
 
     def call(self, method: str, args: tuple, kwargs: dict) -> tuple[Any, dict]:
-        u = self.backend.usage
-        before = (u.input_tokens, u.output_tokens, u.calls, dict(u.by_kind))
+        from curate.executor import spent_by
+
         target = getattr(self, method) if method.startswith("_") else getattr(self.backend, method)
-        value = target(*args, **kwargs)
-        spent = {"input": u.input_tokens - before[0], "output": u.output_tokens - before[1],
-                 "calls": u.calls - before[2],
-                 "by_kind": {k: v - before[3].get(k, 0) for k, v in u.by_kind.items() if v != before[3].get(k, 0)}}
-        return value, spent
+        return spent_by(self.backend.usage, lambda: target(*args, **kwargs))
 
     def _score_grouped(self, prompts: list[str], groups: list, **kwargs):
         return self.backend.score_options(prompts, groups=groups, **kwargs)
@@ -72,14 +68,6 @@ class _BackendWorker:
         import ray
 
         return os.getpid(), ray.get_runtime_context().get_node_id()
-
-
-def _cpu_share(ray, n: int) -> float:
-    """The CPUs each of ``n`` new workers asks for: one, or an equal share of those free now. Asking
-    for more than is free would wait for CPUs forever (another backend's workers may hold them);
-    with none free they ask for none, and share the CPUs with what runs there."""
-    free = float(ray.available_resources().get("CPU", 0.0))
-    return min(1.0, free / n) if free > 0 else 0.0
 
 
 class RayBackend(ItemStreams, BaseBackend):
@@ -109,7 +97,9 @@ class RayBackend(ItemStreams, BaseBackend):
             if self._actors is None:
                 ray = self.executor.start()
                 n = self.executor.num_workers
-                per_worker = _cpu_share(ray, n)
+                from curate.executor import cpu_share
+
+                per_worker = cpu_share(ray, n)
                 actor = ray.remote(max_restarts=self.max_restarts, max_task_retries=self.max_task_retries)(_BackendWorker)
                 self._actors = [actor.options(num_cpus=per_worker).remote(self.lm) for _ in range(n)]
                 logger.info("%s: %d Ray worker(s), %.2f CPU each", self.name, n, per_worker)
@@ -151,12 +141,10 @@ class RayBackend(ItemStreams, BaseBackend):
         return join([value for value, _ in answers])
 
     def _count(self, spent: dict) -> None:
+        from curate.executor import add_spent
+
         with self._lock:
-            self.usage.input_tokens += spent["input"]
-            self.usage.output_tokens += spent["output"]
-            self.usage.calls += spent["calls"]
-            for kind, count in spent["by_kind"].items():
-                self.usage.by_kind[kind] = self.usage.by_kind.get(kind, 0) + count
+            add_spent(self.usage, spent)
         self._count_item(spent["input"], spent["output"], "ray")
 
     def _attribute(self, name: str) -> Any:

@@ -72,7 +72,7 @@ def generate_accepted(make_batch: Callable[[int, np.random.Generator], list[Cand
             used_in = sum(b.usage.input_tokens - s[0] for b, s in tier)
             used_out = sum(b.usage.output_tokens - s[1] for b, s in tier)
             if used_in or used_out:
-                ledger.charge("generation", input_tokens=used_in, output_tokens=used_out, **({"batch": True} if batch else {}))
+                ledger.charge("generation", input_tokens=used_in, output_tokens=used_out, batch=batch)
         kept = kept[: target - len(accepted)]
         accepted.extend(kept)
         if on_batch is not None and kept:

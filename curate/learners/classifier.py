@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from curate.errors import ConfigError
+from curate.pseudo import pseudo_cap
 
 __all__ = ["ClassSelfTraining", "EmbeddingClassifier"]
 
@@ -24,7 +25,7 @@ class ClassSelfTraining:
     ``max_fraction`` of the training rows (:func:`curate.pseudo.pseudo_cap`), get their predicted class
     as a pseudo-label, and the classifier is fitted again on both. Pseudo-labels are recomputed from
     the bought labels every round (none carries over, so a wrong one cannot entrench itself), are
-    never billed, and are exported marked ``provenance: pseudo``.
+    never billed, and are exported marked ``source: pseudo``.
     """
 
     threshold: float = 0.9
@@ -114,7 +115,7 @@ class EmbeddingClassifier:
     def _self_train(self, ids: np.ndarray, y: np.ndarray) -> None:
         st = self.self_training
         unlabelled = np.setdiff1d(np.arange(len(self.features)), ids)
-        cap = min(_cap(st.max_fraction, len(ids)), len(unlabelled))
+        cap = min(pseudo_cap(st.max_fraction, len(ids)), len(unlabelled))
         if cap == 0:
             return
         probs = self.predict_proba(unlabelled)
@@ -146,8 +147,3 @@ class EmbeddingClassifier:
     def predict(self, ids: np.ndarray | None = None) -> list:
         return [self.classes[i] for i in self.predict_proba(ids).argmax(1)]
 
-
-def _cap(max_fraction: float, bought: int) -> int:
-    from curate.pseudo import pseudo_cap
-
-    return pseudo_cap(max_fraction, bought)

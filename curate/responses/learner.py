@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from curate.errors import ConfigError, DataError
+from curate.pseudo import pseudo_cap
 from curate.train import read_round_state, sft_rows, train_sft, write_json_atomic
 
 __all__ = ["Answer", "ResponseLearner", "SelfTraining"]
@@ -84,8 +85,6 @@ class SelfTraining:
 
     def cap(self, bought: int) -> int:
         """The most pseudo rows allowed beside ``bought`` bought rows in one round."""
-        from curate.pseudo import pseudo_cap
-
         return pseudo_cap(self.max_fraction, bought)
 
 

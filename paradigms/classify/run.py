@@ -112,8 +112,8 @@ def _pseudo_rows(learner, pool, bought: list[dict]) -> list[dict]:
     from a finished run gives the same rows), marked ``source: pseudo`` with their probability."""
     if not bought or len(pool) == 0:
         return []
-    ids = np.array([r["id"] for r in bought if r["id"] < len(pool)], dtype=np.int64)
-    learner.fit(ids, [r["label"] for r in bought if r["id"] < len(pool)])
+    in_pool = [r for r in bought if r["id"] < len(pool)]   # generated rows: no features in a fresh export
+    learner.fit(np.array([r["id"] for r in in_pool], dtype=np.int64), [r["label"] for r in in_pool])
     out = []
     for p in learner.pseudo_rows():
         row = dict(pool.dataset[p["id"]])

@@ -6,19 +6,14 @@ test against random over seeds, from a classification bench table (results.csv o
 
 from __future__ import annotations
 
-import math
 import sys
 
 import pandas as pd
 
+from curate.bench.report import paired
+
 STRATEGIES = ["random", "margin", "badge", "typiclust", "probcover", "typical_margin", "cluster_margin", "budget_switch",
               "small-text:BreakingTies"]
-
-
-def sign_p(wins: int, losses: int) -> float:
-    n = wins + losses
-    k = min(wins, losses)
-    return 1.0 if n == 0 else min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
 
 
 def main(path: str, rounds: int = 3) -> None:
@@ -32,10 +27,9 @@ def main(path: str, rounds: int = 3) -> None:
               "mean of the first rounds vs random (seeds won, sign p)")
         for st in [s for s in STRATEGIES if s in wide.index.get_level_values(0)]:
             rows = wide.loc[st]
-            diff = rows.mean(axis=1) - base.loc[rows.index].mean(axis=1)
-            won, lost = int((diff > 0).sum()), int((diff < 0).sum())
+            test = paired(rows.mean(axis=1).to_numpy(), base.loc[rows.index].mean(axis=1).to_numpy())
             cells = "  ".join(f"{100 * v:5.1f}" for v in rows.mean())
-            tail = "" if st == "random" else f"   {100 * diff.mean():+5.2f} ({won}/{len(diff)}, p {sign_p(won, lost):.3f})"
+            tail = "" if st == "random" else f"   {100 * test['diff']:+5.2f} ({test['wins']}/{test['n']}, p {test['sign_p']:.3f})"
             print(f"  {st:24s} {cells}{tail}")
 
 

@@ -12,21 +12,12 @@ run folder whose grid has both annotators (see hybrid/README.md for the command)
 
 from __future__ import annotations
 
-import math
 import sqlite3
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-
-def sign_p(wins: int, losses: int) -> float:
-    n = wins + losses
-    if n == 0:
-        return 1.0
-    k = min(wins, losses)
-    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
 
 
 def llm_accuracy(cell: Path, gold: dict[int, str]) -> tuple[int, int]:
@@ -50,6 +41,7 @@ def json_label(value: str) -> str:
 def main(folder: str, hybrid: str = "hybrid-sentiment") -> None:
     from curate.bench.config import DatasetConfig
     from curate.bench.datasets import load_split
+    from curate.bench.report import paired
 
     root = Path(folder)
     d = pd.read_csv(root / "results.csv")
@@ -75,12 +67,11 @@ def main(folder: str, hybrid: str = "hybrid-sentiment") -> None:
             r, k = llm_accuracy(cell, gold)
             right, kept = right + r, kept + k
         a = np.array(rows)
-        eq_labels, eq_money = a[:, 1] - a[:, 0], a[:, 1] - a[:, 2]
-        w1, l1 = int((eq_labels > 0).sum()), int((eq_labels < 0).sum())
-        w2, l2 = int((eq_money > 0).sum()), int((eq_money < 0).sum())
+        eq_labels, eq_money = paired(a[:, 1], a[:, 0]), paired(a[:, 1], a[:, 2])   # the report's paired tests
         print(f"{st:15s} {len(a):5d}  {100 * a[:, 0].mean():8.2f}  {100 * a[:, 1].mean():10.2f}  "
-              f"{100 * eq_labels.mean():+15.2f} {w1:>3d}  {sign_p(w1, l1):.3f} {100 * eq_money.mean():+14.2f} {w2:>3d}  "
-              f"{sign_p(w2, l2):.3f} {a[:, 3].mean():10.2f}  {a[:, 4].mean():12.2f}  {100 * (1 - a[:, 4].mean() / a[:, 3].mean()):4.1f}%"
+              f"{100 * eq_labels['diff']:+15.2f} {eq_labels['wins']:>3d}  {eq_labels['sign_p']:.3f} "
+              f"{100 * eq_money['diff']:+14.2f} {eq_money['wins']:>3d}  "
+              f"{eq_money['sign_p']:.3f} {a[:, 3].mean():10.2f}  {a[:, 4].mean():12.2f}  {100 * (1 - a[:, 4].mean() / a[:, 3].mean()):4.1f}%"
               f"  {a[:, 5].mean():8.1f}  {right / max(kept, 1):9.3f}")
 
 
